@@ -1,0 +1,8 @@
+"""esnode node agent: host, GPU and power metrics for GPU clusters."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("esnode")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,117 @@
+"""The agent's configuration model: every key, its default and its bounds.
+
+Public: the operator renders it into the agents' ConfigMap. Loading and layering of sources
+lives in ``config_sources``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_DISK_DEVICE_EXCLUDE = r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
+DEFAULT_FSTYPE_EXCLUDE = (
+    r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660"
+    r"|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs"
+    r"|tracefs|tmpfs|ramfs|efivarfs|fuse\..*|nfsd|rootfs)$"
+)
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` into its parts; raises ValueError with the reason."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 0..65535")
+    host = host.removeprefix("[").removesuffix("]")
+    if host and host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address") from None
+    return host or "0.0.0.0", port
+
+
+class AgentConfig(BaseModel):
+    """Effective agent settings. Unknown keys are rejected so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen_address: str = Field("0.0.0.0:9100", description="HOST:PORT that serves /metrics")
+    scrape_interval_seconds: float = Field(5.0, gt=0, le=3600, description="Collection period")
+    collector_timeout_seconds: float | None = Field(
+        None, gt=0, le=600, description="A collector running longer is skipped; unset: min(3 s, interval)"
+    )
+
+    enable_cpu: bool = True
+    enable_memory: bool = True
+    enable_disk: bool = True
+    enable_network: bool = True
+    enable_power: bool = True
+    enable_gpu: bool = True
+
+    node_power_envelope_watts: float | None = Field(
+        None, gt=0, description="Node power budget; unset means no envelope"
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+    path_procfs: Path = Field(Path("/proc"), description="procfs mount point (host's, in a container)")
+    path_sysfs: Path = Field(Path("/sys"), description="sysfs mount point")
+    path_rootfs: Path = Field(Path("/"), description="Root of the host filesystem, for mount paths")
+
+    network_device_exclude: str = Field(r"^lo$", description="Regex of interfaces to skip")
+    disk_device_exclude: str = Field(
+        DEFAULT_DISK_DEVICE_EXCLUDE, description="Regex of block devices to skip (partitions)"
+    )
+    filesystem_fstype_exclude: str = Field(
+        DEFAULT_FSTYPE_EXCLUDE, description="Regex of filesystem types to skip (pseudo filesystems)"
+    )
+
+    degradation_disk_latency_seconds: float = Field(
+        0.05, gt=0, description="Mean time per completed disk I/O above which disk_latency is set"
+    )
+    degradation_disk_busy_ratio: float = Field(
+        0.9, gt=0, le=1, description="Fraction of the interval a disk was busy above which disk_busy is set"
+    )
+    degradation_network_drops_per_second: float = Field(
+        1.0, ge=0, description="Dropped packets per second (all interfaces) above which network_drops is set"
+    )
+    degradation_network_retrans_ratio: float = Field(
+        0.02, gt=0, le=1, description="TCP retransmitted / sent segments above which network_retrans is set"
+    )
+    degradation_swap_in_bytes_per_second: float = Field(
+        1048576.0, ge=0, description="Swap-in rate above which swap_spike is set"
+    )
+
+    @field_validator("listen_address")
+    @classmethod
+    def _check_listen_address(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> AgentConfig:
+        timeout = self.collector_timeout_seconds
+        if timeout is not None and timeout > self.scrape_interval_seconds:
+            raise ValueError(
+                f"collector_timeout_seconds ({self.collector_timeout_seconds}) must not exceed "
+                f"scrape_interval_seconds ({self.scrape_interval_seconds})"
+            )
+        return self
+
+    @property
+    def effective_collector_timeout_seconds(self) -> float:
+        if self.collector_timeout_seconds is not None:
+            return self.collector_timeout_seconds
+        return min(3.0, self.scrape_interval_seconds)
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        return split_host_port(self.listen_address)
