@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic_settings import EnvSettingsSource, TomlConfigSettingsSource
+from pydantic_settings import EnvSettingsSource
 
 from esnode_agent.config import AgentConfig
 
@@ -77,8 +77,10 @@ def _layers(flags: Mapping[str, Any], cwd: Path) -> list[tuple[Any, Mapping[str,
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    # Read directly: pydantic-settings' TOML source treats an unreadable path as empty.
     try:
-        return TomlConfigSettingsSource(AgentConfig, toml_file=path)()
+        with path.open("rb") as file:
+            return tomllib.load(file)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:

@@ -12,7 +12,8 @@ from prometheus_client.openmetrics import exposition as openmetrics_format
 
 from esnode_agent.samples import MetricType, Sample, SampleIndex
 
-TEXT_CONTENT_TYPE = text_format.CONTENT_TYPE_LATEST
+# Pinned to 0.0.4: what every Prometheus 2.x parses; client_python now defaults to its 1.0.0 variant.
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
 GZIP_LEVEL = 6
 
