@@ -55,8 +55,15 @@ class AgentConfig(BaseModel):
     enable_power: bool = True
     enable_gpu: bool = True
 
+    # Power: node power source and budget.
     node_power_envelope_watts: float | None = Field(
         None, gt=0, description="Node power budget; unset means no envelope"
+    )
+    node_power_sensor: str | None = Field(
+        None,
+        pattern=r"^[^/\s]+/power\d+$",
+        description="hwmon CHIP/SENSOR measuring whole-node power (e.g. acpi_power_meter/power1), "
+        "used as the node power source instead of detection by chip name",
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
