@@ -115,19 +115,21 @@ class NodePowerCollector:
     def __init__(self, configured_sensor: str | None = None) -> None:
         self._configured_sensor = configured_sensor
         self._total_joules = 0.0
+        # The last cycle that had a source, and its components. Only they count in the next such
+        # cycle, so that energy counted from one source is never counted again from another; their
+        # energy counters span any cycles without a source in between.
         self._previous_seconds: float | None = None
-        self._previous: dict[str, Component] = {}  # the last cycle's components, of the same source
+        self._previous: dict[str, Component] = {}
 
     def collect(self, sink: SampleSink) -> None:
         source = select_source(sink.upstream, self._configured_sensor)
+        if source is None:
+            raise NoDataError("no node power meter among hwmon sensors and no RAPL package energy")
         elapsed_seconds = (
             None if self._previous_seconds is None else sink.now_seconds - self._previous_seconds
         )
-        self._previous_seconds = sink.now_seconds
-        if source is None:
-            self._previous = {}
-            raise NoDataError("no node power meter among hwmon sensors and no RAPL package energy")
         steps = [self._step(component, elapsed_seconds) for component in source.components]
+        self._previous_seconds = sink.now_seconds
         self._previous = {component.key: component for component in source.components}
         self._total_joules += sum(step.joules for step in steps if step.joules is not None)
         sink.add(NODE_SOURCE, 1, source=source.name)
