@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import shutil
 import subprocess
 
@@ -44,6 +45,17 @@ def test_openmetrics_parses_and_ends_with_eof() -> None:
     assert body.endswith("# EOF\n")
     names = {f.name for f in parse_openmetrics(body)}
     assert {"esnode_cpu_seconds", "esnode_disk_used_bytes"} <= names
+
+
+def test_special_values_use_prometheus_spelling() -> None:
+    sink = SampleSink(0.0)
+    for value, label in ((math.nan, "nan"), (math.inf, "inf"), (-math.inf, "-inf")):
+        sink.add(RESOURCE_INFO, value, resource=label)
+    samples = {s.labels["resource"]: s.value for f in parse_text(render(sink.samples).text.body.decode())
+               for s in f.samples}
+    assert math.isnan(samples["nan"])
+    assert samples["inf"] == math.inf
+    assert samples["-inf"] == -math.inf
 
 
 def test_gzip_copies_hold_the_same_bytes() -> None:

@@ -44,7 +44,7 @@ async def test_metrics_negotiates_format_and_encoding(latest: Latest) -> None:
     plain = client.get("/metrics", headers={"Accept-Encoding": "identity"})
     assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "content-encoding" not in plain.headers
-    assert b"esnode_memory_total_bytes 8.589934592e+09" in plain.content
+    assert b"esnode_memory_total_bytes 8589934592.0\n" in plain.content
 
     zipped = client.get("/metrics", headers={"Accept-Encoding": "gzip"})
     assert zipped.headers["content-encoding"] == "gzip"
