@@ -43,7 +43,7 @@ PLATFORM_ENERGY = counter(
 _ZONE_DIR = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
 _PERMISSION_FIX = (
     "RAPL energy is readable by root only since the 2020 hardening (CVE-2020-8694); "
-    "run the agent as root or as a privileged container"
+    "run the agent as root (uid 0; in Kubernetes a privileged DaemonSet)"
 )
 
 
@@ -154,6 +154,17 @@ def _read_int(path: Path) -> int:
     return int(_read_text(path))
 
 
+def _no_zones_reason(root: Path) -> str:
+    """Tell a machine without RAPL from a container that cannot see it."""
+    listed = root.is_dir() and any(_ZONE_DIR.match(entry.name) for entry in root.iterdir())
+    if listed:
+        return (
+            f"no RAPL zones under {root}: the zones are listed but their files are hidden; container "
+            "runtimes mask /sys/devices/virtual/powercap unless the container is privileged"
+        )
+    return f"no RAPL zones under {root}"
+
+
 class RaplCollector:
     name = "rapl"
     stage = STAGE_READ
@@ -165,7 +176,7 @@ class RaplCollector:
     def collect(self, sink: SampleSink) -> None:
         zones = discover_zones(self._sysfs)
         if not zones:
-            raise NoDataError(f"no RAPL zones under {self._sysfs / 'class' / 'powercap'}")
+            raise NoDataError(_no_zones_reason(self._sysfs / "class" / "powercap"))
         for zone in zones:
             self._collect_zone(zone, sink)
 

@@ -146,6 +146,16 @@ def test_no_powercap_folder_is_no_data(tmp_path: Path) -> None:
         collect(RaplCollector(tmp_path), 0.0)
 
 
+def test_zones_hidden_by_the_container_runtime_are_no_data_with_the_reason(tmp_path: Path) -> None:
+    # /sys/class/powercap keeps its links; the masked /sys/devices/virtual/powercap is an empty tmpfs.
+    classes = tmp_path / "class" / "powercap"
+    classes.mkdir(parents=True)
+    (classes / "intel-rapl:0").symlink_to("../../devices/virtual/powercap/intel-rapl/intel-rapl:0")
+
+    with pytest.raises(NoDataError, match="privileged"):
+        collect(RaplCollector(tmp_path), 0.0)
+
+
 def test_this_machine_either_reports_packages_or_says_why_not() -> None:
     try:
         samples = collect(RaplCollector(Path("/sys")), 0.0)
