@@ -129,8 +129,8 @@ class FilesystemCollector:
             return read_text(self._procfs / "mounts")
 
     def _start(self, mount: Mount) -> Future[os.statvfs_result]:
-        path = os.path.join(self._rootfs, mount.mount_point.lstrip("/"))
-        call = self._pool.submit(self._statvfs, path)
+        path = self._rootfs / mount.mount_point.lstrip("/")
+        call = self._pool.submit(self._statvfs, str(path))
         self._in_flight[mount.mount_point] = call
         return call
 
