@@ -7,6 +7,7 @@ lives in ``config_sources``.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -96,6 +97,15 @@ class AgentConfig(BaseModel):
     degradation_swap_in_bytes_per_second: float = Field(
         1048576.0, ge=0, description="Swap-in rate above which swap_spike is set"
     )
+
+    @field_validator("network_device_exclude", "disk_device_exclude", "filesystem_fstype_exclude")
+    @classmethod
+    def _check_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
 
     @field_validator("listen_address")
     @classmethod
