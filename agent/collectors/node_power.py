@@ -1,7 +1,8 @@
 """Node power and energy from the best source this cycle's readings offer.
 
 Preference: a whole-node meter found among the hwmon sensors (the BMC's ACPI power meter, or the
-sensor the node_power_sensor setting names); otherwise CPU packages from RAPL plus every GPU.
+sensor the node_power_sensor setting names); otherwise CPU packages from RAPL plus every GPU;
+otherwise, where RAPL is hidden (most cloud VMs), the GPUs alone as a lower bound.
 The energy counter is this collector's own running total: each component adds the increase of
 its energy counter when it has one, else its power times the interval.
 """
@@ -26,7 +27,7 @@ NODE_POWER = gauge(
 )
 NODE_SOURCE = gauge(
     "esnode_node_power_source_info",
-    "Which source node power and energy came from this cycle (bmc, hwmon, rapl, rapl+gpu); value 1.",
+    "Which source node power and energy came from this cycle (bmc, hwmon, rapl+gpu, rapl, gpu); value 1.",
     "source",
 )
 NODE_ENERGY = counter(
@@ -82,9 +83,11 @@ def _rapl_and_gpus(upstream: SampleIndex) -> NodeSource | None:
         )
         for sample in upstream.named(rapl.PACKAGE_ENERGY.name)
     )
-    if not packages:
-        return None
     gpus = _gpus(upstream)
+    if not packages:
+        # Cloud GPU VMs rarely expose RAPL; GPU power alone is a lower bound, but on such nodes it
+        # is most of the draw and the envelope would otherwise go blind.
+        return NodeSource("gpu", gpus) if gpus else None
     return NodeSource("rapl+gpu" if gpus else "rapl", packages + gpus)
 
 
@@ -124,7 +127,7 @@ class NodePowerCollector:
     def collect(self, sink: SampleSink) -> None:
         source = select_source(sink.upstream, self._configured_sensor)
         if source is None:
-            raise NoDataError("no node power meter among hwmon sensors and no RAPL package energy")
+            raise NoDataError("no node power meter among hwmon sensors, no RAPL package energy, no GPU power")
         elapsed_seconds = (
             None if self._previous_seconds is None else sink.now_seconds - self._previous_seconds
         )

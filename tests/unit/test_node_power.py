@@ -159,9 +159,18 @@ def test_energy_counters_span_a_cycle_without_any_source() -> None:
     assert back.value("esnode_node_energy_joules_total") == pytest.approx(2000.0)
 
 
+def test_gpus_alone_are_the_source_where_rapl_is_hidden() -> None:
+    collector = NodePowerCollector()
+    collect(collector, 0.0, [meter("amdgpu", 30.0), *gpu("0", 300.0), *gpu("1", 200.0)])
+    samples = collect(collector, 5.0, [meter("amdgpu", 30.0), *gpu("0", 300.0), *gpu("1", 200.0)])
+    assert source_of(samples) == "gpu"
+    assert samples.value("esnode_node_power_watts") == 500.0
+    assert samples.value("esnode_node_energy_joules_total") == pytest.approx(2500.0)
+
+
 def test_no_source_at_all_is_no_data() -> None:
     with pytest.raises(NoDataError, match="no node power meter"):
-        collect(NodePowerCollector(), 0.0, [meter("amdgpu", 30.0), *gpu("0", 300.0)])
+        collect(NodePowerCollector(), 0.0, [meter("amdgpu", 30.0)])
 
 
 def test_node_power_sensor_setting_names_a_chip_and_power_sensor() -> None:
