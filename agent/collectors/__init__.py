@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from esnode_agent.collector import Collector
+from esnode_agent.collectors.cpu import CpuCollector
+from esnode_agent.collectors.degradation import DegradationCollector, Thresholds
+from esnode_agent.collectors.diskstats import DiskStatsCollector
 from esnode_agent.collectors.envelope import EnvelopeCollector
+from esnode_agent.collectors.filesystem import FilesystemCollector
 from esnode_agent.collectors.hwmon import HwmonCollector
+from esnode_agent.collectors.memory import MemoryCollector
+from esnode_agent.collectors.network import NetworkCollector
 from esnode_agent.collectors.node_power import NodePowerCollector
 from esnode_agent.collectors.rapl import RaplCollector
 from esnode_agent.config import AgentConfig
@@ -20,4 +26,22 @@ def build_collectors(config: AgentConfig) -> list[Collector]:
         ]
     if config.node_power_envelope_watts is not None:
         collectors.append(EnvelopeCollector(config.node_power_envelope_watts))
+    procfs = config.path_procfs
+    if config.enable_cpu:
+        collectors.append(CpuCollector(procfs))
+    if config.enable_memory:
+        collectors.append(MemoryCollector(procfs))
+    if config.enable_disk:
+        collectors.append(DiskStatsCollector(procfs, config.disk_device_exclude))
+        collectors.append(
+            FilesystemCollector(
+                procfs,
+                config.path_rootfs,
+                config.filesystem_fstype_exclude,
+                statvfs_timeout_seconds=config.effective_collector_timeout_seconds / 2,
+            )
+        )
+    if config.enable_network:
+        collectors.append(NetworkCollector(procfs, config.network_device_exclude))
+    collectors.append(DegradationCollector(Thresholds.from_config(config)))
     return collectors

@@ -78,12 +78,13 @@ class CpuCollector:
     stage = STAGE_READ
 
     def __init__(self, procfs: Path, ticks_per_second: int | None = None) -> None:
-        self._procfs = procfs
+        self._stat_path = procfs / "stat"
+        self._loadavg_path = procfs / "loadavg"
         self._ticks_per_second = ticks_per_second or os.sysconf("SC_CLK_TCK")  # USER_HZ
         self._previous: dict[str, CpuTimes] = {}
 
     def collect(self, sink: SampleSink) -> None:
-        current = parse_stat(read_text(self._procfs / "stat"))
+        current = parse_stat(read_text(self._stat_path))
         for cpu, times in current.items():
             for mode, ticks in zip(MODES, times.ticks, strict=True):
                 sink.add(CPU_SECONDS, ticks / self._ticks_per_second, cpu=cpu, mode=mode)
@@ -95,7 +96,7 @@ class CpuCollector:
         self._add_load(sink)
 
     def _add_load(self, sink: SampleSink) -> None:
-        text = read_optional(self._procfs / "loadavg")
+        text = read_optional(self._loadavg_path)
         if text is None:
             return
         for window, value in zip(LOAD_WINDOWS, parse_loadavg(text), strict=True):

@@ -67,11 +67,11 @@ class DiskStatsCollector:
     stage = STAGE_READ
 
     def __init__(self, procfs: Path, device_exclude: str) -> None:
-        self._procfs = procfs
+        self._diskstats_path = procfs / "diskstats"
         self._exclude = re.compile(device_exclude)
 
     def collect(self, sink: SampleSink) -> None:
-        for disk in parse_diskstats(read_text(self._procfs / "diskstats")):
+        for disk in parse_diskstats(read_text(self._diskstats_path)):
             if self._exclude.search(disk.device):
                 continue
             device = disk.device

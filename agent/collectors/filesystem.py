@@ -49,6 +49,8 @@ class Mount:
 
 def _unescape(field: str) -> str:
     """mounts writes space, tab, newline and backslash as three-digit octal escapes."""
+    if "\\" not in field:
+        return field
     return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
@@ -101,16 +103,19 @@ class FilesystemCollector:
         statvfs_timeout_seconds: float,
         statvfs: Statvfs = os.statvfs,
     ) -> None:
-        self._procfs = procfs
+        # PID 1's view is the host's when the agent shares the host PID namespace; ours otherwise.
+        self._mounts_paths = (procfs / "1" / "mounts", procfs / "mounts")
         self._rootfs = rootfs
         self._exclude = re.compile(fstype_exclude)
         self._timeout_seconds = statvfs_timeout_seconds
         self._statvfs = statvfs
         self._pool = ThreadPoolExecutor(max_workers=STATVFS_WORKERS, thread_name_prefix="statvfs")
         self._in_flight: dict[str, Future[os.statvfs_result]] = {}
+        self._mounts_text = ""
+        self._mounts: list[Mount] = []
 
     def collect(self, sink: SampleSink) -> None:
-        mounts = select_mounts(parse_mounts(self._read_mounts()), self._exclude)
+        mounts = self._selected_mounts()
         self._in_flight = {path: f for path, f in self._in_flight.items() if not f.done()}
         calls = {mount: self._start(mount) for mount in mounts if mount.mount_point not in self._in_flight}
         deadline = time.monotonic() + self._timeout_seconds
@@ -121,12 +126,20 @@ class FilesystemCollector:
                 sink.add(DISK_TOTAL, result.f_blocks * result.f_frsize, **labels)
                 sink.add(DISK_USED, (result.f_blocks - result.f_bfree) * result.f_frsize, **labels)
 
+    def _selected_mounts(self) -> list[Mount]:
+        """Parsed again only when the mount table changed, which on most nodes is rare."""
+        text = self._read_mounts()
+        if text != self._mounts_text:
+            self._mounts = select_mounts(parse_mounts(text), self._exclude)
+            self._mounts_text = text
+        return self._mounts
+
     def _read_mounts(self) -> str:
-        # PID 1's view is the host's when the agent shares the host PID namespace; ours otherwise.
+        host_view, own_view = self._mounts_paths
         try:
-            return read_text(self._procfs / "1" / "mounts")
+            return read_text(host_view)
         except NoDataError:
-            return read_text(self._procfs / "mounts")
+            return read_text(own_view)
 
     def _start(self, mount: Mount) -> Future[os.statvfs_result]:
         path = self._rootfs / mount.mount_point.lstrip("/")

@@ -70,11 +70,12 @@ class NetworkCollector:
     stage = STAGE_READ
 
     def __init__(self, procfs: Path, device_exclude: str) -> None:
-        self._procfs = procfs
+        self._dev_path = procfs / "net" / "dev"
+        self._snmp_path = procfs / "net" / "snmp"
         self._exclude = re.compile(device_exclude)
 
     def collect(self, sink: SampleSink) -> None:
-        for nic in parse_net_dev(read_text(self._procfs / "net" / "dev")):
+        for nic in parse_net_dev(read_text(self._dev_path)):
             if self._exclude.search(nic.interface):
                 continue
             sink.add(RX_BYTES, nic.rx_bytes, interface=nic.interface)
@@ -86,7 +87,7 @@ class NetworkCollector:
         self._add_tcp(sink)
 
     def _add_tcp(self, sink: SampleSink) -> None:
-        text = read_optional(self._procfs / "net" / "snmp")
+        text = read_optional(self._snmp_path)
         tcp = parse_snmp(text, "Tcp") if text is not None else {}
         if "OutSegs" in tcp and "RetransSegs" in tcp:
             sink.add(TCP_SEGMENTS_SENT, tcp["OutSegs"])

@@ -10,7 +10,8 @@ from esnode_agent.collector import NoDataError
 def read_text(path: Path) -> str:
     """The whole file, or NoDataError when it is absent or not readable here."""
     try:
-        return path.read_text(encoding="ascii", errors="replace")
+        with open(path, encoding="ascii", errors="replace") as source:
+            return source.read()
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         raise NoDataError(f"{path}: {exc.strerror}") from None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 from esnode_agent.collector import NoDataError
-from esnode_agent.collectors.memory import MemoryCollector, parse_meminfo
+from esnode_agent.collectors.memory import MemoryCollector, parse_meminfo, parse_swap_pages
 from esnode_agent.samples import SampleIndex, SampleSink
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
@@ -79,10 +79,10 @@ def test_meminfo_without_memtotal_is_no_data(tmp_path: Path) -> None:
         collect(MemoryCollector(tmp_path))
 
 
-def test_unitless_meminfo_fields_are_counts_not_kib() -> None:
-    fields = parse_meminfo("HugePages_Total:      16\nHugepagesize:       2048 kB\n")
+def test_parse_meminfo_reads_whole_lines_only() -> None:
+    text = "MemTotal:     100 kB\nSwapTotal:    7 kB\nSwapTotalExtra:    9 kB\nSwapFree: 3 kB\n"
 
-    assert fields == {"HugePages_Total": 16, "Hugepagesize": 2048 * KIB}
+    assert parse_meminfo(text) == {"MemTotal": 100 * KIB, "SwapTotal": 7 * KIB, "SwapFree": 3 * KIB}
 
 
 def test_real_proc_matches_psutil() -> None:
@@ -97,3 +97,9 @@ def test_real_proc_matches_psutil() -> None:
     assert samples.value("esnode_swap_total_bytes") == psutil.swap_memory().total
     assert samples.value("esnode_swap_in_bytes_total") is not None
     assert (samples.value("esnode_swap_in_bytes_total") or 0) % os.sysconf("SC_PAGE_SIZE") == 0
+
+
+def test_parse_swap_pages_matches_whole_keys_up_to_the_last_line() -> None:
+    text = "nr_free_pages 5\npswpin_extra 9\npswpin 7\npswpout 11"
+
+    assert parse_swap_pages(text) == {"pswpin": 7, "pswpout": 11}
