@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import types
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from esnode_agent.client import AgentUnreachableError, fetch_metrics, fetch_stat
 from esnode_agent.config import AgentConfig
 from esnode_agent.config_sources import ConfigError, LoadedConfig, flag_name, load_config
 from esnode_agent.logging_setup import configure_logging
+from esnode_agent.runtime import bind_listener, serve
 
 PROG = "esnode-agent"
 EXIT_BAD_CONFIG = 2
@@ -36,11 +38,18 @@ def _is_bool(annotation: Any) -> bool:
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config key; values stay strings so the model reports bad ones by key."""
     for name, field in AgentConfig.model_fields.items():
-        dest = {"dest": name, "default": None, "help": field.description}
         if _is_bool(field.annotation):
-            parser.add_argument(flag_name(name), action=argparse.BooleanOptionalAction, **dest)
+            parser.add_argument(
+                flag_name(name),
+                dest=name,
+                default=None,
+                help=field.description,
+                action=argparse.BooleanOptionalAction,
+            )
         else:
-            parser.add_argument(flag_name(name), metavar="VALUE", **dest)
+            parser.add_argument(
+                flag_name(name), dest=name, default=None, help=field.description, metavar="VALUE"
+            )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
     _add_config_flags(commands.add_parser("run", help="collect and serve metrics (the default)"))
-    _add_config_flags(commands.add_parser("config", help="print the effective config and each value's source"))
+    _add_config_flags(
+        commands.add_parser("config", help="print the effective config and each value's source")
+    )
     for name, help_text in (("status", "print a running agent's /status"), ("metrics", "print its /metrics")):
         client = commands.add_parser(name, help=help_text)
         client.add_argument("--address", default="127.0.0.1:9100", help="HOST:PORT of the agent")
@@ -66,15 +77,11 @@ def _print_config(loaded: LoadedConfig) -> None:
 
 
 def _run(loaded: LoadedConfig) -> int:
-    from esnode_agent.runtime import bind_listener, serve  # the server stack only when serving
-
     config = loaded.config
     configure_logging(config.log_level, config.log_format)
     sock = bind_listener(config)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config, sock))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -40,7 +40,9 @@ class CollectionLoop:
         self._interval_seconds = interval_seconds
         self._timeout_seconds = timeout_seconds
         self._on_snapshot = on_snapshot
-        self._executor = ThreadPoolExecutor(max_workers=max(4, len(collectors)), thread_name_prefix="collector")
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(4, len(collectors)), thread_name_prefix="collector"
+        )
         self._running: dict[str, Future[list[Sample]]] = {}
         self._last_error: dict[str, str | None] = {}
         self._sequence = itertools.count(1)
@@ -87,7 +89,9 @@ class CollectionLoop:
         started = time.monotonic()
         previous = self._running.get(collector.name)
         if previous is not None and not previous.done():
-            return self._outcome(collector.name, started, "still running from an earlier cycle", quiet=False), []
+            return self._outcome(
+                collector.name, started, "still running from an earlier cycle", quiet=False
+            ), []
         future = self._executor.submit(_collect, collector, SampleSink(now_seconds, upstream))
         self._running[collector.name] = future
         try:
@@ -106,8 +110,11 @@ class CollectionLoop:
             if error is None and name in self._last_error:
                 log.info("collector recovered", extra={"collector": name})
             elif error is not None:
-                log.log(logging.INFO if quiet else logging.WARNING, "collector failed",
-                        extra={"collector": name, "error": error})
+                log.log(
+                    logging.INFO if quiet else logging.WARNING,
+                    "collector failed",
+                    extra={"collector": name, "error": error},
+                )
         self._last_error[name] = error
         return CollectorHealth(name, error is None, time.monotonic() - started, error)
 

@@ -6,7 +6,6 @@ from typing import Protocol
 
 from esnode_agent.samples import SampleSink
 
-
 # Stages run in order; collectors within one stage run concurrently.
 STAGE_READ = 0  # read a source: procfs, sysfs, NVML, model servers
 STAGE_DERIVE = 1  # combine stage-0 samples: node power, degradation flags

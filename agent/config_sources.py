@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from esnode_agent.config import AgentConfig
 from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource
-
-from esnode_agent.config import AgentConfig
 
 ENV_PREFIX = "ESNODE_"
 CONFIG_FILE_ENV = "ESNODE_CONFIG"
@@ -70,7 +69,9 @@ def _layers(flags: Mapping[str, Any], cwd: Path) -> list[tuple[Any, Mapping[str,
         if not path.is_file():
             raise ConfigError(f"{CONFIG_FILE_ENV}={named}: no such file")
         layers.append((lambda _k, p=path: str(p), _read_toml(path)))
-    env = EnvSettingsSource(AgentConfig, env_prefix=ENV_PREFIX, case_sensitive=False)
+    # Typed for BaseSettings, but reads only model_fields: AgentConfig stays a plain model the
+    # operator can build without the environment leaking in.
+    env = EnvSettingsSource(AgentConfig, env_prefix=ENV_PREFIX, case_sensitive=False)  # type: ignore[arg-type]
     layers.append((lambda k: f"env {ENV_PREFIX}{k.upper()}", env()))
     layers.append((lambda k: f"flag {flag_name(k)}", {k: v for k, v in flags.items() if v is not None}))
     return layers

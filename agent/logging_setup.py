@@ -18,8 +18,10 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v!r}" if isinstance(v, str) and " " in v else f"{k}={v}"
-                          for k, v in _fields(record).items())
+        fields = " ".join(
+            f"{k}={v!r}" if isinstance(v, str) and " " in v else f"{k}={v}"
+            for k, v in _fields(record).items()
+        )
         line = f"{self.formatTime(record)} {record.levelname.lower()} {record.name} {record.getMessage()}"
         line = f"{line} {fields}" if fields else line
         if record.exc_info:

@@ -8,13 +8,14 @@ import socket
 import time
 
 import uvicorn
-
 from esnode_agent.collection import CollectionLoop
 from esnode_agent.collectors import build_collectors
 from esnode_agent.config import AgentConfig
 from esnode_agent.config_sources import ConfigError
 from esnode_agent.publication import Latest
+from esnode_agent.reporting_setup import build_reporter
 from esnode_agent.server import create_app
+from esnode_agent.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,23 @@ def bind_listener(config: AgentConfig) -> socket.socket:
 
 async def serve(config: AgentConfig, sock: socket.socket) -> None:
     latest = Latest()
+    reporter = build_reporter(config)
+
+    async def on_snapshot(snapshot: Snapshot) -> None:
+        await latest.publish(snapshot)
+        if reporter is not None:
+            reporter.offer(snapshot)
+
     loop = CollectionLoop(
         build_collectors(config),
         interval_seconds=config.scrape_interval_seconds,
         timeout_seconds=config.effective_collector_timeout_seconds,
-        on_snapshot=latest.publish,
+        on_snapshot=on_snapshot,
     )
     loop_task = asyncio.create_task(loop.run_forever(), name="collection-loop")
+    tasks = [loop_task]
+    if reporter is not None:
+        tasks.append(asyncio.create_task(reporter.run_forever(), name="node-reporter"))
 
     def loop_alive() -> bool:
         started = loop.last_cycle_started_monotonic
@@ -60,13 +71,23 @@ async def serve(config: AgentConfig, sock: socket.socket) -> None:
 
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(latest, loop_alive), log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30
+            create_app(latest, loop_alive),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=30,
         )
     )
-    host, port = config.listen_host_port
-    log.info("serving", extra={"address": f"{host}:{sock.getsockname()[1]}",
-                               "interval_seconds": config.scrape_interval_seconds})
+    host, _ = config.listen_host_port
+    log.info(
+        "serving",
+        extra={
+            "address": f"{host}:{sock.getsockname()[1]}",
+            "interval_seconds": config.scrape_interval_seconds,
+        },
+    )
     try:
         await server.serve(sockets=[sock])
     finally:
-        loop_task.cancel()
+        for task in tasks:
+            task.cancel()

@@ -18,10 +18,14 @@ LAST_COLLECTION = gauge(
     "esnode_agent_last_collection_timestamp_seconds",
     "Unix time the last collection cycle finished; data age is scrape time minus this.",
 )
-BUILD_INFO = gauge("esnode_agent_build_info", "esnode agent build identity, value 1.", "version", "python_version")
+BUILD_INFO = gauge(
+    "esnode_agent_build_info", "esnode agent build identity, value 1.", "version", "python_version"
+)
 
 
-def add_self_metrics(sink: SampleSink, health: tuple[CollectorHealth, ...], finished_at_seconds: float) -> None:
+def add_self_metrics(
+    sink: SampleSink, health: tuple[CollectorHealth, ...], finished_at_seconds: float
+) -> None:
     for outcome in health:
         sink.add(COLLECTOR_SUCCESS, 1.0 if outcome.success else 0.0, collector=outcome.name)
         sink.add(COLLECTOR_DURATION, outcome.duration_seconds, collector=outcome.name)

@@ -6,16 +6,15 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 
+from esnode_agent import __version__
+from esnode_agent.exposition import Payload
+from esnode_agent.publication import Latest
+from esnode_agent.status import status_view
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-
-from esnode_agent import __version__
-from esnode_agent.exposition import Payload
-from esnode_agent.publication import Latest
-from esnode_agent.status import status_view
 
 LANDING_PAGE = f"""<!doctype html>
 <html><head><title>esnode agent</title></head><body>

@@ -24,6 +24,7 @@ def status_view(snapshot: Snapshot, now_seconds: float) -> dict[str, Any]:
         "envelope": _envelope(samples),
         "degradation": _degradation(samples),
         "gpus": _gpus(samples),
+        "efficiency": _efficiency(samples),
     }
 
 
@@ -47,7 +48,11 @@ def _host(samples: SampleIndex) -> dict[str, Any]:
             "used_bytes": samples.value("esnode_swap_used_bytes"),
         },
         "filesystems": [
-            {**s.labels, "total_bytes": s.value, "used_bytes": samples.value("esnode_disk_used_bytes", **s.labels)}
+            {
+                **s.labels,
+                "total_bytes": s.value,
+                "used_bytes": samples.value("esnode_disk_used_bytes", **s.labels),
+            }
             for s in samples.named("esnode_disk_total_bytes")
         ],
     }
@@ -96,3 +101,21 @@ def _gpus(samples: SampleIndex) -> list[dict[str, Any]]:
             }
         )
     return gpus
+
+
+def _efficiency(samples: SampleIndex) -> dict[str, Any]:
+    """Per model: its totals and the windowed figures of the efficiency collector (docs/efficiency.md)."""
+    figures = {
+        "tokens_total": "esnode_app_tokens_total",
+        "requests_total": "esnode_app_requests_total",
+        "tokens_per_second": "esnode_app_tokens_per_second",
+        "tokens_per_joule": "esnode_app_tokens_per_joule",
+        "requests_per_joule": "esnode_app_requests_per_joule",
+        "gpu_tokens_per_joule": "esnode_app_gpu_tokens_per_joule",
+        "gpu_requests_per_joule": "esnode_app_gpu_requests_per_joule",
+    }
+    models = sorted({s.label("model") for s in samples.named("esnode_app_model_info")})
+    return {
+        "targets": {s.label("target"): s.value >= 1 for s in samples.named("esnode_app_scrape_success")},
+        "models": {m: {key: samples.value(name, model=m) for key, name in figures.items()} for m in models},
+    }

@@ -93,8 +93,20 @@ def run_wrk(url: str, connections: int, seconds: int, pid: int) -> Load:
     before = cpu_seconds(pid)
     started = time.monotonic()
     out = subprocess.run(
-        ["wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", *HEADERS, url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "--latency",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "5s",
+            *HEADERS,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(pid) - before
@@ -120,8 +132,9 @@ def measure(name: str, url: str, pid: int, seconds: int, cycle_cpu: float | None
     if cycle_cpu is not None:  # the agent keeps collecting in the background; count that apart
         load_cpu -= cycle_cpu * (sequential.seconds + concurrent.seconds) / AGENT_INTERVAL_SECONDS
     plain, zipped = payload_sizes(url)
-    return Side(name, sequential, concurrent, rss_bytes(pid), plain, zipped, max(load_cpu, 0.0) / requests,
-                cycle_cpu)
+    return Side(
+        name, sequential, concurrent, rss_bytes(pid), plain, zipped, max(load_cpu, 0.0) / requests, cycle_cpu
+    )
 
 
 def agent_cycle_cpu(pid: int) -> float:
@@ -134,23 +147,37 @@ def agent_cycle_cpu(pid: int) -> float:
 def print_side(side: Side) -> None:
     print(f"\n{side.name}")
     for load in (side.sequential, side.concurrent):
-        print(f"  c={load.connections:<2} p50 {load.p50_seconds * 1e3:8.2f} ms  p99 {load.p99_seconds * 1e3:8.2f} ms"
-              f"  {load.scrapes_per_second:9.1f} scrapes/s  ({load.requests} in {load.seconds:.1f}s)")
-    print(f"  CPU per scrape {side.cpu_per_scrape_seconds * 1e3:.3f} ms   RSS {side.rss_bytes / 2**20:.1f} MiB"
-          f"   payload {side.payload_bytes} B ({side.payload_gzip_bytes} B gzip)")
+        print(
+            f"  c={load.connections:<2} p50 {load.p50_seconds * 1e3:8.2f} ms  p99 {load.p99_seconds * 1e3:8.2f} ms"
+            f"  {load.scrapes_per_second:9.1f} scrapes/s  ({load.requests} in {load.seconds:.1f}s)"
+        )
+    print(
+        f"  CPU per scrape {side.cpu_per_scrape_seconds * 1e3:.3f} ms   RSS {side.rss_bytes / 2**20:.1f} MiB"
+        f"   payload {side.payload_bytes} B ({side.payload_gzip_bytes} B gzip)"
+    )
     if side.cpu_per_cycle_seconds is not None:
         print(f"  CPU per collection cycle {side.cpu_per_cycle_seconds * 1e3:.2f} ms")
 
 
 def print_ratios(agent: Side, anchor: Side) -> None:
     rows = [
-        ("p99 latency, 10 connections", agent.concurrent.p99_seconds / anchor.concurrent.p99_seconds, "<= 0.2"),
+        (
+            "p99 latency, 10 connections",
+            agent.concurrent.p99_seconds / anchor.concurrent.p99_seconds,
+            "<= 0.2",
+        ),
         ("p99 latency, 1 connection", agent.sequential.p99_seconds / anchor.sequential.p99_seconds, ""),
-        ("scrapes/s, 10 connections", agent.concurrent.scrapes_per_second / anchor.concurrent.scrapes_per_second,
-         ">= 5"),
+        (
+            "scrapes/s, 10 connections",
+            agent.concurrent.scrapes_per_second / anchor.concurrent.scrapes_per_second,
+            ">= 5",
+        ),
         ("CPU per scrape", agent.cpu_per_scrape_seconds / anchor.cpu_per_scrape_seconds, "<= 0.1"),
-        ("CPU per agent cycle / node_exporter CPU per scrape",
-         (agent.cpu_per_cycle_seconds or 0.0) / anchor.cpu_per_scrape_seconds, "<= 1"),
+        (
+            "CPU per agent cycle / node_exporter CPU per scrape",
+            (agent.cpu_per_cycle_seconds or 0.0) / anchor.cpu_per_scrape_seconds,
+            "<= 1",
+        ),
         ("RSS", agent.rss_bytes / anchor.rss_bytes, f"agent <= 64 MiB: {agent.rss_bytes / 2**20:.1f} MiB"),
         ("payload bytes", agent.payload_bytes / anchor.payload_bytes, ""),
     ]
@@ -162,15 +189,27 @@ def print_ratios(agent: Side, anchor: Side) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each load phase")
-    parser.add_argument("--agent-flags", default="", help="extra flags for esnode-agent, e.g. '--gpu-backend sim:h100x8'")
+    parser.add_argument(
+        "--agent-flags", default="", help="extra flags for esnode-agent, e.g. '--gpu-backend sim:h100x8'"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "prometheus-node-exporter"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is required (apt-get install wrk prometheus-node-exporter)")
 
     agent_port, exporter_port = free_port(), free_port()
-    agent_cmd = [sys.executable, "-m", "esnode_agent", "--listen-address", f"127.0.0.1:{agent_port}",
-                 "--scrape-interval", str(AGENT_INTERVAL_SECONDS), "--log-level", "warning", *args.agent_flags.split()]
+    agent_cmd = [
+        sys.executable,
+        "-m",
+        "esnode_agent",
+        "--listen-address",
+        f"127.0.0.1:{agent_port}",
+        "--scrape-interval",
+        str(AGENT_INTERVAL_SECONDS),
+        "--log-level",
+        "warning",
+        *args.agent_flags.split(),
+    ]
     exporter_cmd = ["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{exporter_port}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESNODE_")}
     agent = subprocess.Popen(agent_cmd, env=env)
@@ -179,15 +218,23 @@ def main() -> int:
         wait_ready(f"http://127.0.0.1:{agent_port}/readyz")
         wait_ready(f"http://127.0.0.1:{exporter_port}/metrics")
         cycle_cpu = agent_cycle_cpu(agent.pid)
-        anchor = measure("node_exporter 1.5 (Debian)", f"http://127.0.0.1:{exporter_port}/metrics", exporter.pid,
-                         args.seconds, None)
-        measured = measure("esnode-agent", f"http://127.0.0.1:{agent_port}/metrics", agent.pid, args.seconds,
-                           cycle_cpu)
+        anchor = measure(
+            "node_exporter 1.5 (Debian)",
+            f"http://127.0.0.1:{exporter_port}/metrics",
+            exporter.pid,
+            args.seconds,
+            None,
+        )
+        measured = measure(
+            "esnode-agent", f"http://127.0.0.1:{agent_port}/metrics", agent.pid, args.seconds, cycle_cpu
+        )
     finally:
         for process in (agent, exporter):
             process.terminate()
             process.wait(10)
-    print(f"{os.cpu_count()} CPUs; agent interval {AGENT_INTERVAL_SECONDS:g}s; load phases {args.seconds}s each")
+    print(
+        f"{os.cpu_count()} CPUs; agent interval {AGENT_INTERVAL_SECONDS:g}s; load phases {args.seconds}s each"
+    )
     print_side(anchor)
     print_side(measured)
     print_ratios(measured, anchor)

@@ -41,9 +41,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running(args: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None) -> Iterator[
-    subprocess.Popen[bytes]
-]:
+def running(
+    args: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env or clean_env())
         try:

@@ -26,7 +26,7 @@ def _expand(name: str) -> list[str]:
     return [
         expanded
         for option in match.group(1).split(",")
-        for expanded in _expand(name[: match.start()] + option + name[match.end():])
+        for expanded in _expand(name[: match.start()] + option + name[match.end() :])
     ]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from agent_process import RaplTree, agent
@@ -32,9 +31,11 @@ SEED_QUERIES = {
 def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("prometheus")
     flags = ("--scrape-interval", "1", "--gpu-backend", "sim:h100x8", "--node-power-envelope-watts", "4000")
-    with RaplTree(workdir / "sys", package_watts=(180.0, 170.0)) as rapl, agent(
-        *flags, "--path-sysfs", str(rapl.sysfs), log_path=workdir / "agent.log"
-    ) as agent_url, prometheus([agent_url.removeprefix("http://")], workdir) as url:
+    with (
+        RaplTree(workdir / "sys", package_watts=(180.0, 170.0)) as rapl,
+        agent(*flags, "--path-sysfs", str(rapl.sysfs), log_path=workdir / "agent.log") as agent_url,
+        prometheus([agent_url.removeprefix("http://")], workdir) as url,
+    ):
         yield url
 
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from esnode_agent.config import AgentConfig
 from esnode_agent.config_sources import ConfigError, load_config
 
@@ -64,8 +63,11 @@ def test_collector_timeout_follows_a_short_interval(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "toml", "expected"),
     [
-        ({"scrape_interval_seconds": "-1"}, None,
-         "invalid config: scrape_interval_seconds='-1' from flag --scrape-interval: Input should be greater than 0"),
+        (
+            {"scrape_interval_seconds": "-1"},
+            None,
+            "invalid config: scrape_interval_seconds='-1' from flag --scrape-interval: Input should be greater than 0",
+        ),
         ({}, "scrape_intervall_seconds = 5\n", "unknown config key 'scrape_intervall_seconds' in "),
         ({}, "enable_gpu = 'sometimes'\n", "invalid config: enable_gpu='sometimes' from "),
         ({}, "listen_address = 'nowhere'\n", "listen_address='nowhere'"),
@@ -73,7 +75,9 @@ def test_collector_timeout_follows_a_short_interval(tmp_path: Path) -> None:
         ({"node_power_envelope_watts": "-300"}, None, "node_power_envelope_watts='-300' from flag"),
     ],
 )
-def test_bad_config_names_the_key(tmp_path: Path, flags: dict[str, str], toml: str | None, expected: str) -> None:
+def test_bad_config_names_the_key(
+    tmp_path: Path, flags: dict[str, str], toml: str | None, expected: str
+) -> None:
     if toml is not None:
         (tmp_path / "esnode.toml").write_text(toml)
     with pytest.raises(ConfigError, match=None) as caught:
@@ -95,7 +99,7 @@ def test_named_config_file_must_exist(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def _run_agent(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*AGENT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=30)
+    return subprocess.run([*AGENT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=30, check=False)
 
 
 def _one_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -114,7 +118,9 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
         (["--no-such-flag"], None, "unrecognized arguments: --no-such-flag"),
     ],
 )
-def test_bad_config_exits_2_with_one_line(tmp_path: Path, args: list[str], toml: str | None, expected: str) -> None:
+def test_bad_config_exits_2_with_one_line(
+    tmp_path: Path, args: list[str], toml: str | None, expected: str
+) -> None:
     if toml is not None:
         (tmp_path / "esnode.toml").write_text(toml)
     result = _run_agent(*args, cwd=tmp_path)

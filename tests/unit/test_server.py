@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from starlette.testclient import TestClient
-
 from esnode_agent.publication import Latest
 from esnode_agent.samples import SampleIndex, SampleSink, gauge
 from esnode_agent.server import create_app
 from esnode_agent.snapshot import CollectorHealth, Snapshot
+from starlette.testclient import TestClient
 
 MEMORY_TOTAL = gauge("esnode_memory_total_bytes", "Total memory.")
 
@@ -16,8 +15,9 @@ MEMORY_TOTAL = gauge("esnode_memory_total_bytes", "Total memory.")
 def _snapshot(sequence: int = 1) -> Snapshot:
     sink = SampleSink(0.0)
     sink.add(MEMORY_TOTAL, 8 * 2**30)
-    return Snapshot(sequence, 1_700_000_000.0, 0.01, SampleIndex(sink.samples),
-                    (CollectorHealth("memory", True, 0.001),))
+    return Snapshot(
+        sequence, 1_700_000_000.0, 0.01, SampleIndex(sink.samples), (CollectorHealth("memory", True, 0.001),)
+    )
 
 
 @pytest.fixture
