@@ -1,0 +1,138 @@
+"""Node report: built from a snapshot, bounded, and written only when it is worth a write."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from esnode_agent.node_report import MAX_GPUS_IN_REPORT, NodeReport, build_report
+from esnode_agent.report_policy import ReportPolicy
+from esnode_agent.reporter import Reporter, ReportTarget, backoff_seconds
+from esnode_agent.samples import SampleIndex, SampleSink, gauge
+from esnode_agent.snapshot import Snapshot
+
+NODE_POWER = gauge("esnode_node_power_watts", "")
+SOURCE = gauge("esnode_node_power_source_info", "", "source")
+ENVELOPE = gauge("esnode_node_power_envelope_watts", "")
+EXCEEDED = gauge("esnode_node_power_envelope_exceeded", "")
+HEADROOM = gauge("esnode_node_power_headroom_watts", "")
+GPU_INFO = gauge("esnode_gpu_info", "", "gpu", "uuid", "model")
+GPU_POWER = gauge("esnode_gpu_power_watts", "", "gpu", "uuid")
+THROTTLE = gauge("esnode_gpu_throttle_reason", "", "gpu", "uuid", "reason")
+FLAG = gauge("esnode_degradation_flag", "", "kind")
+
+POLICY = ReportPolicy(heartbeat_seconds=60, power_step_watts=50, min_interval_seconds=5)
+
+
+def snapshot(
+    power: float = 3000.0, envelope: float = 4000.0, gpus: int = 2, flags: tuple[str, ...] = ()
+) -> Snapshot:
+    sink = SampleSink(0.0)
+    sink.add(NODE_POWER, power)
+    sink.add(SOURCE, 1, source="rapl+gpu")
+    sink.add(ENVELOPE, envelope)
+    sink.add(EXCEEDED, 1 if power > envelope else 0)
+    sink.add(HEADROOM, envelope - power)
+    for index in range(gpus):
+        uuid = f"GPU-{index:04d}"
+        sink.add(GPU_INFO, 1, gpu=str(index), uuid=uuid, model="H100")
+        sink.add(GPU_POWER, 300.0 + index, gpu=str(index), uuid=uuid)
+        sink.add(THROTTLE, 1 if index == 0 else 0, gpu=str(index), uuid=uuid, reason="thermal")
+        sink.add(THROTTLE, 1, gpu=str(index), uuid=uuid, reason="idle")
+    for kind in ("disk_busy", "swap_spike"):
+        sink.add(FLAG, 1 if kind in flags else 0, kind=kind)
+    return Snapshot(1, 1_800_000_000.5, 0.01, SampleIndex(sink.samples), ())
+
+
+def report(**kwargs: Any) -> NodeReport:
+    return build_report(snapshot(**kwargs), "gpu-node-1", "fleet-a")
+
+
+def test_report_carries_power_envelope_gpus_and_degradation() -> None:
+    built = report(power=4200.0, flags=("swap_spike",))
+    assert built.exceeded is True
+    assert built.headroom_watts == -200.0
+    assert built.power_source == "rapl+gpu"
+    assert built.gpu_count == 2
+    assert built.gpu_power_watts == 601.0
+    assert built.gpus[0].throttle_reasons == ["thermal"]  # idle is not a slowdown
+    assert built.gpus[1].throttle_reasons == []
+    assert built.degradation_flags == ["swap_spike"]
+    assert built.degradation_score == 1
+    status = built.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert status["nodePowerWatts"] == 4200.0
+    assert status["lastReportTime"] == "2027-01-15T08:00:00Z"
+
+
+def test_report_size_is_bounded_however_many_gpus() -> None:
+    built = report(gpus=40)
+    assert built.gpu_count == 40
+    assert len(built.gpus) == MAX_GPUS_IN_REPORT
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"power": 4100.0}, "envelope exceeded"),
+        ({"envelope": 3500.0}, "envelope changed"),
+        ({"gpus": 1}, "gpu count changed"),
+        ({"flags": ("disk_busy",)}, "degradation changed"),
+        ({"power": 3060.0}, "power moved"),
+    ],
+)
+def test_edges_are_written_early(change: dict[str, Any], reason: str) -> None:
+    assert POLICY.reason_to_write(report(), 100.0, report(**change), 106.0) == reason
+
+
+def test_small_moves_wait_for_the_heartbeat() -> None:
+    assert POLICY.reason_to_write(report(), 100.0, report(power=3040.0), 130.0) is None
+    assert POLICY.reason_to_write(report(), 100.0, report(power=3040.0), 160.0) == "heartbeat"
+
+
+def test_edges_are_rate_limited() -> None:
+    assert POLICY.reason_to_write(report(), 100.0, report(power=4100.0), 102.0) is None
+
+
+def test_backoff_is_jittered_and_capped() -> None:
+    import random
+
+    rng = random.Random(7)
+    delays = [backoff_seconds(n, rng) for n in range(1, 12)]
+    assert all(0 <= d <= 60 for d in delays)
+    assert len(set(delays)) == len(delays)
+
+
+class FlakyWriter:
+    """Stands in for the apiserver at the writer boundary: fails first, then accepts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.reports: list[NodeReport] = []
+        self.conditions: list[bool] = []
+
+    def write_report(self, report: NodeReport) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("apiserver unavailable")
+        self.reports.append(report)
+
+    def write_node_condition(self, report: NodeReport, _since: object) -> None:
+        self.conditions.append(report.exceeded)
+
+
+async def test_reporter_backs_off_then_reports_and_sets_the_condition_on_flips() -> None:
+    writer = FlakyWriter(failures=1)
+    policy = ReportPolicy(heartbeat_seconds=60, power_step_watts=50, min_interval_seconds=0)
+    reporter = Reporter(writer, policy, ReportTarget("gpu-node-1", "fleet-a", node_condition=True))  # type: ignore[arg-type]
+    task = asyncio.create_task(reporter.run_forever())
+    reporter.offer(snapshot())
+    await asyncio.sleep(0.05)
+    assert writer.reports == []  # failed, now backing off
+    reporter._retry_at_seconds = 0.0  # skip the wait, keep the logic
+    for power in (3000.0, 4100.0, 4100.0, 3000.0):
+        reporter.offer(snapshot(power=power))
+        await asyncio.sleep(0.05)
+    task.cancel()
+    assert [r.exceeded for r in writer.reports] == [False, True, False]
+    assert writer.conditions == [False, True, False]
