@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import pytest
@@ -95,8 +96,6 @@ def test_edges_are_rate_limited() -> None:
 
 
 def test_backoff_is_jittered_and_capped() -> None:
-    import random
-
     rng = random.Random(7)
     delays = [backoff_seconds(n, rng) for n in range(1, 12)]
     assert all(0 <= d <= 60 for d in delays)
