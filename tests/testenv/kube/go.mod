@@ -1,6 +1,6 @@
 // Wrapper module: builds the Kubernetes control-plane binaries and kubectl from
 // the published k8s.io/kubernetes module (kubernetes/kubernetes#79384 pattern).
-// Regenerate with: scripts/testenv gomod-kube (see docs/testenv.md).
+// Every k8s.io staging module is replaced by its published v0.Y.Z; see docs/testenv.md to bump.
 module esnode.test/testenv/kube
 
 go 1.25.0
