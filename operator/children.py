@@ -1,0 +1,39 @@
+"""Everything a fleet owns, built together so the config hash on the pods matches the ConfigMap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from esnode_operator.configmap import build_configmap, config_hash
+from esnode_operator.daemonset import build_daemonsets
+from esnode_operator.fleet import Fleet
+from esnode_operator.service import build_service
+from esnode_operator.serviceaccount import build_serviceaccount
+from esnode_operator.servicemonitor import build_servicemonitor
+
+
+@dataclass(frozen=True)
+class Children:
+    configmap: dict[str, Any]
+    serviceaccount: dict[str, Any]
+    service: dict[str, Any]
+    daemonsets: list[dict[str, Any]]
+    servicemonitor: dict[str, Any] | None  # None: spec.serviceMonitor.enabled is false
+
+    @property
+    def core(self) -> list[dict[str, Any]]:
+        """In apply order: what the DaemonSets reference comes first."""
+        return [self.configmap, self.serviceaccount, self.service, *self.daemonsets]
+
+
+def desired_children(fleet: Fleet) -> Children:
+    """Raises PlacementError when the envelope overrides cannot be placed."""
+    configmap = build_configmap(fleet)
+    return Children(
+        configmap=configmap,
+        serviceaccount=build_serviceaccount(fleet),
+        service=build_service(fleet),
+        daemonsets=build_daemonsets(fleet, config_hash(configmap)),
+        servicemonitor=build_servicemonitor(fleet) if fleet.spec.service_monitor.enabled else None,
+    )

@@ -1,0 +1,20 @@
+"""The agents' ServiceAccount: an identity of their own, bound to no rights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from esnode_operator.fleet import Fleet, adopted
+from esnode_operator.names import child_name, fleet_labels
+
+
+def build_serviceaccount(fleet: Fleet) -> dict[str, Any]:
+    return adopted(
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": child_name(fleet.name), "labels": fleet_labels(fleet.name)},
+            "automountServiceAccountToken": False,
+        },
+        fleet,
+    )
