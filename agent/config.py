@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from esnode_agent.gpu.sim_profile import check_backend_spec
+from esnode_agent.gpu.visibility import parse_device_list
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_DISK_DEVICE_EXCLUDE = r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
@@ -66,6 +68,52 @@ class AgentConfig(BaseModel):
         description="hwmon CHIP/SENSOR measuring whole-node power (e.g. acpi_power_meter/power1), "
         "used as the node power source instead of detection by chip name",
     )
+
+    # GPU: backend, which devices, MIG, XID events, Kubernetes labels and pod attribution.
+    gpu_backend: str = Field(
+        "nvml", description="nvml, or sim:PROFILE to simulate GPUs (built-in h100x8, h100-mig, or a JSON path)"
+    )
+    gpu_visible_devices: str | None = Field(
+        None,
+        description="GPUs to read: all, none, void, or CSV of indices, GPU-/MIG- UUIDs; "
+        "unset: NVIDIA_VISIBLE_DEVICES, else all",
+    )
+    mig_config_devices: str | None = Field(
+        None,
+        description="GPUs whose MIG devices are read: all, none, or CSV of indices, GPU- UUIDs; "
+        "unset: NVIDIA_MIG_CONFIG_DEVICES, else all",
+    )
+    enable_gpu_mig: bool = Field(True, description="Read the MIG devices of GPUs in MIG mode")
+    enable_gpu_events: bool = Field(False, description="Count XID errors in an NVML event loop (best effort)")
+    k8s_mode: bool = Field(
+        False, description="Label GPU and MIG series with their Kubernetes resource and the pod holding them"
+    )
+    pod_resources_socket: Path = Field(
+        Path("/var/lib/kubelet/pod-resources/kubelet.sock"),
+        description="kubelet pod-resources API socket, for pod attribution in k8s_mode",
+    )
+    pod_resources_refresh_seconds: float = Field(
+        10.0, gt=0, le=3600, description="How often pod attribution is refreshed, off the collection path"
+    )
+
+    @field_validator("gpu_backend")
+    @classmethod
+    def _check_gpu_backend(cls, value: str) -> str:
+        return check_backend_spec(value)
+
+    @field_validator("gpu_visible_devices")
+    @classmethod
+    def _check_visible_devices(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_device_list(value, allow_mig=True)
+        return value
+
+    @field_validator("mig_config_devices")
+    @classmethod
+    def _check_mig_config_devices(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_device_list(value, allow_mig=False)
+        return value
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from esnode_agent.samples import SampleIndex
+from esnode_agent.samples import Sample, SampleIndex
 from esnode_agent.snapshot import Snapshot
 
 
@@ -98,9 +98,25 @@ def _gpus(samples: SampleIndex) -> list[dict[str, Any]]:
                 "temperature_celsius": samples.value("esnode_gpu_temperature_celsius", **key),
                 "power_watts": samples.value("esnode_gpu_power_watts", **key),
                 "power_limit_watts": samples.value("esnode_gpu_power_limit_watts", **key),
+                "up": samples.value("esnode_gpu_up", **key) != 0,  # a lost GPU reports 0
+                "mig": [
+                    _mig(samples, mig)
+                    for mig in samples.named("esnode_mig_info")
+                    if mig.label("uuid") == key["uuid"]
+                ],
             }
         )
     return gpus
+
+
+def _mig(samples: SampleIndex, info: Sample) -> dict[str, Any]:
+    key = {"mig_uuid": info.label("mig_uuid")}
+    return {
+        **info.labels,
+        "memory_used_bytes": samples.value("esnode_mig_memory_used_bytes", **key),
+        "memory_total_bytes": samples.value("esnode_mig_memory_total_bytes", **key),
+        "sm_count": samples.value("esnode_mig_sm_count", **key),
+    }
 
 
 def _efficiency(samples: SampleIndex) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from esnode_agent.collectors.degradation import DegradationCollector, Thresholds
 from esnode_agent.collectors.diskstats import DiskStatsCollector
 from esnode_agent.collectors.envelope import EnvelopeCollector
 from esnode_agent.collectors.filesystem import FilesystemCollector
+from esnode_agent.collectors.gpu import build_gpu_collector
 from esnode_agent.collectors.hwmon import HwmonCollector
 from esnode_agent.collectors.memory import MemoryCollector
 from esnode_agent.collectors.network import NetworkCollector
@@ -43,5 +44,7 @@ def build_collectors(config: AgentConfig) -> list[Collector]:
         )
     if config.enable_network:
         collectors.append(NetworkCollector(procfs, config.network_device_exclude))
+    if config.enable_gpu:
+        collectors.append(build_gpu_collector(config))
     collectors.append(DegradationCollector(Thresholds.from_config(config)))
     return collectors

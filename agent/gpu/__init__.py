@@ -1,0 +1,1 @@
+"""GPU access behind one narrow interface: NVML, a simulated NVML, or nothing."""

@@ -1,0 +1,160 @@
+"""What the GPU collector needs from a GPU library, in esnode's terms: readings in base units.
+
+A backend is chosen once (see ``backends``): NVML, NVML simulated from a profile, or the null
+backend when no GPU library can be opened. A field the device does not support is ``None`` (or
+missing from a mapping) in a reading, never a made-up zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Throttle (clock event) reasons, named as the metric's `reason` label values.
+THROTTLE_REASONS = (
+    "idle",
+    "applications_clocks_setting",
+    "power",
+    "hw_slowdown",
+    "sync_boost",
+    "sw_thermal",
+    "thermal",
+    "power_brake",
+    "display_clocks",
+)
+CLOCKS = ("graphics", "sm", "memory")
+
+
+class GpuLostError(Exception):
+    """The GPU stopped answering (lost from the bus, needs a reset): none of its fields can be read."""
+
+
+class EventsUnsupportedError(Exception):
+    """No visible GPU can deliver XID events."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuIdentity:
+    """What names a GPU; read once when the backend opens."""
+
+    index: int
+    uuid: str
+    model: str
+    pci_bus_id: str
+    serial: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NvlinkCounters:
+    link: int
+    rx_bytes_total: float
+    tx_bytes_total: float
+
+
+@dataclass(frozen=True, slots=True)
+class GpuReading:
+    """One cycle's values for one GPU; ``None`` or an absent key where the GPU lacks the field."""
+
+    mig_mode_enabled: bool | None = None
+    utilization_percent: float | None = None
+    memory_used_bytes: float | None = None
+    memory_total_bytes: float | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    energy_joules_total: float | None = None
+    fan_speed_ratio: float | None = None
+    performance_state: int | None = None
+    clock_hertz: Mapping[str, float] = field(default_factory=dict)  # CLOCKS -> Hz
+    throttle_reasons: Mapping[str, bool] = field(default_factory=dict)  # THROTTLE_REASONS -> active
+    ecc_errors_total: Mapping[str, float] = field(default_factory=dict)  # corrected, uncorrected
+    pcie_bytes_per_second: Mapping[str, float] = field(default_factory=dict)  # rx, tx
+    nvlink: tuple[NvlinkCounters, ...] = ()
+    retired_pages: Mapping[str, float] = field(default_factory=dict)  # single_bit_ecc, double_bit_ecc
+    retired_pages_pending: bool | None = None
+    remapped_rows: Mapping[str, float] = field(default_factory=dict)  # corrected, uncorrected
+    remapped_rows_pending: bool | None = None
+    remapped_rows_failed: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MigReading:
+    """One MIG device (a compute instance inside a GPU instance) and its memory."""
+
+    uuid: str
+    gpu_instance_id: int
+    compute_instance_id: int
+    profile: str  # as the device plugin names it: 3g.40gb, 1g.10gb+me, 1c.3g.40gb
+    sm_count: int | None
+    memory_used_bytes: float | None
+    memory_total_bytes: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class XidEvent:
+    gpu_uuid: str
+    xid: int
+
+
+class GpuDevice(Protocol):
+    @property
+    def identity(self) -> GpuIdentity: ...
+
+    def read(self) -> GpuReading:
+        """This cycle's values; raises GpuLostError when the GPU does not answer at all."""
+        ...
+
+    def mig_instances(self) -> list[MigReading]:
+        """The MIG devices configured now (empty when MIG mode is off); raises GpuLostError."""
+        ...
+
+
+class XidEventSource(Protocol):
+    def wait(self, timeout_seconds: float) -> XidEvent | None:
+        """The next XID event, or None when none arrived within the timeout."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class GpuBackend(Protocol):
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why there are no GPUs to read (no library, init failed); None for a working backend."""
+        ...
+
+    @property
+    def driver_version(self) -> str: ...
+
+    def devices(self) -> Sequence[GpuDevice]: ...
+
+    def xid_events(self, devices: Sequence[GpuDevice]) -> XidEventSource:
+        """An event source for these devices; raises EventsUnsupportedError when none can deliver."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class NullBackend:
+    """No GPU library here: no devices, and the reason, for /status."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        return self._reason
+
+    @property
+    def driver_version(self) -> str:
+        return ""
+
+    def devices(self) -> Sequence[GpuDevice]:
+        return ()
+
+    def xid_events(self, devices: Sequence[GpuDevice]) -> XidEventSource:
+        raise EventsUnsupportedError(self._reason)
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,120 @@
+"""Simulated GPU servers: the profile schema, the built-in profiles, and the gpu_backend setting's forms.
+
+``gpu_backend`` is ``nvml`` or ``sim:NAME``, where NAME is a built-in profile (agent/gpu/profiles/
+NAME.json) or the path of a JSON file with the same schema.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BACKEND_NVML = "nvml"
+SIM_PREFIX = "sim:"
+
+
+class SimMigInstance(BaseModel):
+    """One MIG device: a compute instance in a GPU instance, as `nvidia-smi mig -lgi/-lci` shows it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str = Field(pattern=r"^(\d+c\.)?\d+g\.\d+gb(\+[a-z]+)?$", description="e.g. 3g.40gb")
+    gpu_instance_id: int = Field(ge=0)
+    compute_instance_id: int = Field(0, ge=0)
+    sm_count: int = Field(gt=0)
+    memory_total_bytes: int = Field(gt=0)
+
+
+class SimGpuGroup(BaseModel):
+    """``count`` identical GPUs; loads differ per GPU (phase from the profile's seed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: int = Field(1, ge=1, le=64)
+    model: str
+    memory_total_bytes: int = Field(gt=0)
+    power_limit_watts: float = Field(gt=0)
+    idle_power_watts: float = Field(gt=0)
+    max_sm_clock_mhz: int = Field(gt=0)
+    idle_sm_clock_mhz: int = Field(gt=0)
+    memory_clock_mhz: int = Field(gt=0)
+    load_period_seconds: float = Field(300.0, gt=0, description="Period of the simulated load wave")
+    has_fan: bool = Field(False, description="SXM boards have no fan of their own: fan reads NOT_SUPPORTED")
+    energy_counter: bool = Field(True, description="Volta and later count total energy")
+    nvlink_links: int = Field(0, ge=0, le=36)
+    nvlink_bytes_per_second_per_link: float = Field(25e9, ge=0, description="Each direction, at full load")
+    pcie_bytes_per_second: float = Field(50e9, ge=0, description="Each direction, at full load")
+    remapped_rows: bool = Field(True, description="Ampere and later remap rows")
+    retired_pages: bool = Field(False, description="Before Ampere, pages are retired instead")
+    ecc_corrected_errors_per_hour: float = Field(0.0, ge=0)
+    mig_instances: tuple[SimMigInstance, ...] = ()
+    fail_after_seconds: float | None = Field(
+        None, ge=0, description="From then on every call on these GPUs raises NVML's GPU_IS_LOST"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimGpuGroup:
+        if self.idle_power_watts > self.power_limit_watts:
+            raise ValueError("idle_power_watts exceeds power_limit_watts")
+        if sum(m.memory_total_bytes for m in self.mig_instances) > self.memory_total_bytes:
+            raise ValueError("MIG instances hold more memory than the GPU has")
+        return self
+
+
+class SimProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    driver_version: str
+    seed: int = 0
+    gpus: tuple[SimGpuGroup, ...] = Field(min_length=1)
+
+    def expanded(self) -> list[SimGpuGroup]:
+        """One entry per GPU, in NVML index order."""
+        return [group for group in self.gpus for _ in range(group.count)]
+
+
+def builtin_profiles() -> list[str]:
+    return sorted(
+        entry.name.removesuffix(".json")
+        for entry in _builtin_folder().iterdir()
+        if entry.name.endswith(".json")
+    )
+
+
+def _builtin_folder() -> Traversable:
+    return resources.files("esnode_agent.gpu").joinpath("profiles")
+
+
+def load_profile(name: str) -> SimProfile:
+    """A built-in profile by name, else a JSON file by path; ValueError says what is wrong."""
+    if name in builtin_profiles():
+        text = _builtin_folder().joinpath(f"{name}.json").read_text(encoding="utf-8")
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(
+                f"no built-in GPU profile {name!r} ({', '.join(builtin_profiles())}) and no such file"
+            )
+        text = path.read_text(encoding="utf-8")
+    try:
+        return SimProfile.model_validate_json(text)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ValueError(f"GPU profile {name!r}: {where}: {error['msg']}") from None
+
+
+def check_backend_spec(spec: str) -> str:
+    """``nvml`` or ``sim:PROFILE`` with a profile that loads; raises ValueError naming the problem."""
+    if spec == BACKEND_NVML:
+        return spec
+    if not spec.startswith(SIM_PREFIX) or not spec.removeprefix(SIM_PREFIX):
+        raise ValueError(
+            f"expected {BACKEND_NVML!r} or '{SIM_PREFIX}PROFILE' (built-in: {', '.join(builtin_profiles())})"
+        )
+    load_profile(spec.removeprefix(SIM_PREFIX))
+    return spec
