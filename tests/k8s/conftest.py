@@ -1,8 +1,8 @@
 """Fixtures for tests that need a real Kubernetes control plane (scripts/testenv).
 
 `testenv` (session): brings the environment up, or reuses one a developer started with
-`scripts/testenv up`, and tears down only what it started itself (set ESNODE_TESTENV_KEEP=1
-to leave it running). `namespace`: a fresh namespace per test, deleted afterwards.
+`scripts/testenv up`, and tears down only what a test session started (the last session using
+it stops it; set ESNODE_TESTENV_KEEP=1 to leave it running). `namespace`: a fresh namespace per test, deleted afterwards.
 `prometheus_operator_crds`: applies the pinned ServiceMonitor/PrometheusRule CRDs for one
 test and removes them again, so every other test sees a cluster without them.
 """
@@ -82,15 +82,17 @@ class TestEnv:
         env.setdefault("HELM_CACHE_HOME", str(self.log_dir.parent / "helm" / "cache"))
         env.setdefault("HELM_CONFIG_HOME", str(self.log_dir.parent / "helm" / "config"))
         env.setdefault("HELM_DATA_HOME", str(self.log_dir.parent / "helm" / "data"))
-        return subprocess.run(
+        proc = subprocess.run(
             [str(self.bin_dir / tool), *args],
             input=input,
             capture_output=True,
             text=True,
             env=env,
-            check=check,
             timeout=120,
         )
+        if check and proc.returncode != 0:
+            pytest.fail(f"{tool} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True
@@ -132,13 +134,21 @@ def testenv() -> Iterator[TestEnv]:
             "the test control plane is not built; run `scripts/testenv build` first "
             "(a cold build takes about half an hour on 2 cores; see docs/testenv.md)"
         )
-    started_here = not script.healthy(script.load_state())
-    if started_here:
+    # Several pytest sessions may share one checkout (and so .testenv/): each registers itself
+    # under users/, and an environment a session started is stopped by the last one out.
+    users = script.STATE_DIR / "users"
+    owned = script.STATE_DIR / script.PYTEST_OWNED
+    if not script.healthy(script.load_state()):
         proc = subprocess.run([str(SCRIPT), "up"], check=False, capture_output=True, text=True, timeout=240)
         if proc.returncode != 0:
             pytest.fail(f"scripts/testenv up failed:\n{proc.stderr}\nlogs: {script.LOG_DIR}")
+        if "reusing" not in proc.stderr:  # not started by a concurrent session after all
+            owned.touch()
     state = script.load_state()
     assert state is not None
+    users.mkdir(parents=True, exist_ok=True)
+    me = users / str(os.getpid())
+    me.touch()
 
     env = TestEnv(
         api_client=config.new_client_from_config(config_file=state["kubeconfig"]),
@@ -151,7 +161,14 @@ def testenv() -> Iterator[TestEnv]:
         yield env
     finally:
         env.api_client.close()  # type: ignore[attr-defined]
-        if started_here and not os.environ.get("ESNODE_TESTENV_KEEP"):
+        me.unlink(missing_ok=True)
+        others = []
+        for user in users.iterdir():
+            if script.pid_alive(int(user.name)):
+                others.append(user)
+            else:
+                user.unlink(missing_ok=True)  # a session that died without cleaning up
+        if owned.exists() and not others and not os.environ.get("ESNODE_TESTENV_KEEP"):
             subprocess.run([str(SCRIPT), "down"], check=False, timeout=120)
 
 

@@ -6,11 +6,13 @@ garbage collection, kubectl/helm against the apiserver, and the prometheus-opera
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -96,6 +98,38 @@ def test_kubectl_matches_the_apiserver(testenv: Env) -> None:
     assert server["gitVersion"].startswith(f"v{server['major']}.{server['minor']}.")
     assert testenv.kubectl("auth", "can-i", "*", "*").stdout.strip() == "yes"  # system:masters
     assert "kwok-node-1" in testenv.kubectl("get", "nodes", "-o", "name").stdout
+
+
+def test_rbac_denies_a_service_account_token(testenv: Env, namespace: str, tmp_path: Path) -> None:
+    """The token controller fills a service-account token; the apiserver accepts it and RBAC says no."""
+    core = client.CoreV1Api(testenv.api_client)
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(
+            name="default-token", annotations={"kubernetes.io/service-account.name": "default"}
+        ),
+        type="kubernetes.io/service-account-token",
+    )
+    core.create_namespaced_secret(namespace, secret)
+
+    def token() -> str:
+        data = core.read_namespaced_secret("default-token", namespace).data or {}
+        return base64.b64decode(data.get("token", "")).decode()
+
+    testenv.wait_until("the service-account token", lambda: bool(token()))
+    cluster = yaml.safe_load(testenv.kubeconfig.read_text())["clusters"][0]["cluster"]
+    (tmp_path / "empty").write_text("apiVersion: v1\nkind: Config\n")
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    as_sa = (
+        f"--kubeconfig={tmp_path / 'empty'}",
+        f"--server={cluster['server']}",
+        f"--certificate-authority={ca}",
+    )
+    whoami = json.loads(testenv.kubectl(*as_sa, f"--token={token()}", "auth", "whoami", "-o", "json").stdout)
+    assert whoami["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:default"
+    denied = testenv.kubectl(*as_sa, f"--token={token()}", "get", "nodes", check=False)
+    assert denied.returncode != 0
+    assert "forbidden" in denied.stderr.lower()
 
 
 def test_helm_installs_a_chart(testenv: Env, namespace: str, tmp_path: Path) -> None:
