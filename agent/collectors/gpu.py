@@ -265,17 +265,20 @@ class GpuCollector:
             **self._k8s(GPU_RESOURCE, holders, identity.uuid, str(identity.index)),
         }
         try:
+            # A GPU not listed itself is read only if one of its MIG devices is listed.
+            migs = [] if whole else self._mig_readings(device)
+            shown_migs = [m for m in migs if self._visible.selects_mig(identity.index, identity.uuid, m.uuid)]
+            if not whole and not shown_migs:
+                return [m.uuid for m in migs]
             reading = device.read()
-            migs = self._mig_readings(device, reading)
+            if whole:
+                migs = shown_migs = self._mig_readings(device) if reading.mig_mode_enabled else []
         except GpuLostError as exc:
             self._mark_lost(identity.uuid, identity.index, str(exc))
             if whole:
                 self._add_identity(sink, device, self._mig_mode.get(identity.uuid), labels, up=False)
                 self._add_xids(sink, identity.uuid, xids, labels)
             return []
-        shown_migs = [m for m in migs if self._visible.selects_mig(identity.index, identity.uuid, m.uuid)]
-        if not whole and not shown_migs:
-            return [m.uuid for m in migs]
         self._mark_answering(identity.uuid, identity.index)
         self._mig_mode[identity.uuid] = reading.mig_mode_enabled
         self._add_identity(sink, device, reading.mig_mode_enabled, labels, up=True)
@@ -285,9 +288,9 @@ class GpuCollector:
             self._add_mig(sink, mig, labels["gpu"], identity.uuid, holders)
         return [m.uuid for m in migs]
 
-    def _mig_readings(self, device: GpuDevice, reading: GpuReading) -> list[MigReading]:
+    def _mig_readings(self, device: GpuDevice) -> list[MigReading]:
         identity = device.identity
-        if not reading.mig_mode_enabled or not self._mig_scope.selects_gpu(identity.index, identity.uuid):
+        if not self._mig_scope.selects_gpu(identity.index, identity.uuid):
             return []
         return device.mig_instances()
 

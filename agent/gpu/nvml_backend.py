@@ -198,12 +198,7 @@ class NvmlDevice:
 
     def read(self) -> GpuReading:
         lib, h = self._lib, self._handle
-        mig_mode = self._field(
-            "mig_mode", lambda: lib.nvmlDeviceGetMigMode(h)[0] == pynvml.NVML_DEVICE_MIG_ENABLE
-        )
-        if mig_mode != self._mig_mode and self._mig_mode is not None:
-            self._unsupported.clear()  # what MIG mode disables (utilization) comes back without it
-        self._mig_mode = mig_mode
+        mig_mode = self._read_mig_mode()
         memory = self._field("memory", lambda: _memory_bytes(lib, h))
         fields = self._field("field_values", self._field_values) or {}
         return GpuReading(
@@ -254,11 +249,23 @@ class NvmlDevice:
         )
 
     def mig_instances(self) -> list[MigReading]:
+        if not self._read_mig_mode():
+            return []
         count = self._field(
             "mig_device_count", lambda: self._lib.nvmlDeviceGetMaxMigDeviceCount(self._handle)
         )
         readings = (self._mig_reading(slot) for slot in range(count or 0))
         return [reading for reading in readings if reading is not None]
+
+    def _read_mig_mode(self) -> bool | None:
+        enabled = self._field(
+            "mig_mode",
+            lambda: self._lib.nvmlDeviceGetMigMode(self._handle)[0] == pynvml.NVML_DEVICE_MIG_ENABLE,
+        )
+        if enabled != self._mig_mode and self._mig_mode is not None:
+            self._unsupported.clear()  # what MIG mode disables (utilization) comes back without it
+        self._mig_mode = enabled
+        return enabled
 
     def _field(self, name: str, read: Callable[[], T]) -> T | None:
         """One field's value; None when unsupported (remembered) or failing this cycle (logged once)."""
