@@ -265,20 +265,15 @@ class GpuCollector:
             **self._k8s(GPU_RESOURCE, holders, identity.uuid, str(identity.index)),
         }
         try:
-            # A GPU not listed itself is read only if one of its MIG devices is listed.
-            migs = [] if whole else self._mig_readings(device)
-            shown_migs = [m for m in migs if self._visible.selects_mig(identity.index, identity.uuid, m.uuid)]
-            if not whole and not shown_migs:
-                return [m.uuid for m in migs]
-            reading = device.read()
-            if whole:
-                migs = shown_migs = self._mig_readings(device) if reading.mig_mode_enabled else []
+            reading, migs, shown_migs = self._read(device, whole)
         except GpuLostError as exc:
             self._mark_lost(identity.uuid, identity.index, str(exc))
             if whole:
                 self._add_identity(sink, device, self._mig_mode.get(identity.uuid), labels, up=False)
                 self._add_xids(sink, identity.uuid, xids, labels)
             return []
+        if reading is None:
+            return [m.uuid for m in migs]
         self._mark_answering(identity.uuid, identity.index)
         self._mig_mode[identity.uuid] = reading.mig_mode_enabled
         self._add_identity(sink, device, reading.mig_mode_enabled, labels, up=True)
@@ -287,6 +282,22 @@ class GpuCollector:
         for mig in shown_migs:
             self._add_mig(sink, mig, labels["gpu"], identity.uuid, holders)
         return [m.uuid for m in migs]
+
+    def _read(
+        self, device: GpuDevice, whole: bool
+    ) -> tuple[GpuReading | None, list[MigReading], list[MigReading]]:
+        """(reading, its MIG devices, those shown); no reading when nothing of the GPU is shown.
+
+        A GPU not listed itself is read only when one of its MIG devices is listed.
+        """
+        identity = device.identity
+        if whole:
+            reading = device.read()
+            migs = self._mig_readings(device) if reading.mig_mode_enabled else []
+            return reading, migs, migs
+        migs = self._mig_readings(device)
+        shown = [m for m in migs if self._visible.selects_mig(identity.index, identity.uuid, m.uuid)]
+        return (device.read() if shown else None), migs, shown
 
     def _mig_readings(self, device: GpuDevice) -> list[MigReading]:
         identity = device.identity
