@@ -1,0 +1,302 @@
+"""The Helm chart: lint, render with each values file, refuse bad values, and install on the test control plane.
+
+Lint and template need only the helm binary the test control plane build caches; the install tests
+use the running control plane (kwok runs the operator's pod as a fake, so its image need not exist).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+pytestmark = pytest.mark.k8s
+
+# `testenv` is conftest.Env (conftest modules are not imported by tests, so it is typed Any here).
+Env = Any
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "esnode"
+VALUES_FILES = sorted((REPO / "tests" / "fixtures" / "chart-values").glob("*.yaml"))
+MONITORING_APIS = ("monitoring.coreos.com/v1/PrometheusRule", "monitoring.coreos.com/v1/ServiceMonitor")
+RULES = REPO / "rules" / "esnode-rules.yaml"
+DASHBOARDS = REPO / "dashboards"
+OPERATOR_RBAC = REPO / "operator" / "rbac"
+RELEASE_NAMESPACE = "gpu-inference"  # namespaced.yaml watches it
+# Values the schema or the templates refuse, and what the error must say.
+BAD_VALUES = {
+    "fleet field type": (
+        ["--set", "fleet.spec.powerEnvelope.defaultWatts=lots"],
+        "/fleet/spec/powerEnvelope/defaultWatts",
+    ),
+    "fleet field typo": (
+        ["--set", "fleet.spec.powerEnvelop.defaultWatts=3000"],
+        "'powerEnvelop' not allowed",
+    ),
+    "fleet field bound": (
+        ["--set", "fleet.spec.scrapeIntervalSeconds=0"],
+        "/fleet/spec/scrapeIntervalSeconds",
+    ),
+    "fleet enum": (["--set", "fleet.spec.imagePullPolicy=Sometimes"], "/fleet/spec/imagePullPolicy"),
+    "fleet name": (["--set", "fleet.name=Default_Fleet"], "/fleet/name"),
+    "negative replicas": (["--set", "operator.replicas=-1"], "/operator/replicas"),
+    "unknown top-level key": (["--set", "opertor.replicas=2"], "'opertor' not allowed"),
+    "pull policy": (["--set", "operator.image.pullPolicy=Sometimes"], "/operator/image/pullPolicy"),
+    "replicas without peering": (
+        ["--set", "operator.replicas=2", "--set", "operator.peering.enabled=false"],
+        "operator.replicas above 1 needs operator.peering.enabled",
+    ),
+    "fleet outside watched namespaces": (
+        ["--set-json", 'operator.watchNamespaces=["gpu-training"]'],
+        f'fleet namespace "{RELEASE_NAMESPACE}" is not in operator.watchNamespaces',
+    ),
+}
+
+
+def _testenv_script() -> Any:
+    loader = importlib.machinery.SourceFileLoader("esnode_testenv_chart", str(REPO / "scripts" / "testenv"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def helm_binary() -> Path:
+    script = _testenv_script()
+    if not script.built():
+        pytest.fail("helm is built with the test control plane: run `scripts/testenv build` first")
+    binary: Path = script.cache_dir() / "bin" / "helm"
+    return binary
+
+
+def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, check=False, timeout=120)
+
+
+def render(helm: Path, *args: str, monitoring: bool = True) -> list[dict[str, Any]]:
+    api_versions = [f"--api-versions={api}" for api in MONITORING_APIS] if monitoring else []
+    result = run_helm(helm, "template", "esnode", str(CHART), "-n", RELEASE_NAMESPACE, *api_versions, *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = of_kind(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def rbac_rules_from(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rule for doc in documents if doc["kind"] in ("ClusterRole", "Role") for rule in doc["rules"]]
+
+
+# ------------------------------------------------------------------------------------------- offline
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=[p.stem for p in VALUES_FILES])
+def test_lint_is_clean(helm_binary: Path, values: Path) -> None:
+    result = run_helm(helm_binary, "lint", "--strict", str(CHART), "-f", str(values))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=[p.stem for p in VALUES_FILES])
+def test_every_values_file_renders_valid_objects(helm_binary: Path, values: Path) -> None:
+    docs = render(helm_binary, "-f", str(values))
+    assert of_kind(docs, "Deployment")
+    for doc in docs:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "esnode"
+        assert len(doc["metadata"]["name"]) <= 63
+
+
+def test_defaults_render_operator_fleet_rules_and_dashboards(helm_binary: Path) -> None:
+    docs = render(helm_binary)
+    kinds = sorted(doc["kind"] for doc in docs)
+    assert kinds == sorted(
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "ServiceMonitor", "Deployment"]
+        + ["ClusterKopfPeering", "EsnodeFleet", "PrometheusRule"]
+        + ["ConfigMap"] * len(list(DASHBOARDS.glob("*.json")))
+    )
+    container = operator_container(docs)
+    assert container["args"][:3] == ["run", "--all-namespaces", "--peering=esnode"]
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    (fleet,) = of_kind(docs, "EsnodeFleet")
+    assert (fleet["metadata"]["name"], fleet["metadata"]["namespace"]) == ("default", RELEASE_NAMESPACE)
+
+
+def test_operator_runs_unprivileged(helm_binary: Path) -> None:
+    (deployment,) = of_kind(render(helm_binary), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_prometheus_rule_carries_the_rule_file_groups(helm_binary: Path) -> None:
+    (rule,) = of_kind(render(helm_binary), "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+
+
+def test_dashboard_configmaps_carry_the_dashboards_for_the_sidecar(helm_binary: Path) -> None:
+    configmaps = of_kind(render(helm_binary), "ConfigMap")
+    shipped = {path.name: json.loads(path.read_text()) for path in DASHBOARDS.glob("*.json")}
+    rendered = {name: json.loads(text) for cm in configmaps for name, text in cm["data"].items()}
+    assert rendered == shipped
+    assert {cm["metadata"]["labels"]["grafana_dashboard"] for cm in configmaps} == {"1"}
+
+
+def test_cluster_role_has_the_operators_rules(helm_binary: Path) -> None:
+    documents = [
+        doc for path in sorted(OPERATOR_RBAC.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
+    ]
+    expected = rbac_rules_from([doc for doc in documents if doc])
+    assert expected, "operator/rbac/ holds no Role or ClusterRole rules"
+    docs = render(helm_binary)
+    assert rbac_rules_from(docs) == expected
+    (binding,) = of_kind(docs, "ClusterRoleBinding")
+    (account,) = of_kind(docs, "ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": RELEASE_NAMESPACE}
+    ]
+
+
+def test_monitoring_objects_wait_for_the_prometheus_operator_api(helm_binary: Path) -> None:
+    kinds = {doc["kind"] for doc in render(helm_binary, monitoring=False)}
+    assert not kinds & {"PrometheusRule", "ServiceMonitor"}
+
+
+def test_ha_values_run_several_peered_replicas(helm_binary: Path) -> None:
+    docs = render(helm_binary, "-f", str(REPO / "tests/fixtures/chart-values/ha.yaml"))
+    (deployment,) = of_kind(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert "--peering=esnode-ha" in operator_container(docs)["args"]
+    assert [p["metadata"]["name"] for p in of_kind(docs, "ClusterKopfPeering")] == ["esnode-ha"]
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_namespaced_values_peer_in_each_watched_namespace(helm_binary: Path) -> None:
+    docs = render(helm_binary, "-f", str(REPO / "tests/fixtures/chart-values/namespaced.yaml"))
+    args = operator_container(docs)["args"]
+    assert "--all-namespaces" not in args
+    assert [a for a in args if a.startswith("--namespace=")] == [
+        "--namespace=gpu-inference",
+        "--namespace=gpu-training",
+    ]
+    assert sorted(p["metadata"]["namespace"] for p in of_kind(docs, "KopfPeering")) == [
+        "gpu-inference",
+        "gpu-training",
+    ]
+    assert of_kind(docs, "ClusterKopfPeering") == []
+
+
+def test_fleet_spec_is_passed_through(helm_binary: Path) -> None:
+    values_file = REPO / "tests/fixtures/chart-values/fleet-envelope.yaml"
+    (fleet,) = of_kind(render(helm_binary, "-f", str(values_file)), "EsnodeFleet")
+    assert fleet["metadata"]["name"] == "gpu"
+    assert fleet["spec"] == yaml.safe_load(values_file.read_text())["fleet"]["spec"]
+
+
+def test_minimal_values_install_the_operator_alone(helm_binary: Path) -> None:
+    docs = render(helm_binary, "-f", str(REPO / "tests/fixtures/chart-values/minimal.yaml"))
+    kinds = {doc["kind"] for doc in docs}
+    assert not kinds & {"EsnodeFleet", "PrometheusRule", "ConfigMap", "Service", "ServiceMonitor"}
+    assert not [
+        a
+        for a in operator_container(docs)["args"]
+        if a.startswith("--metrics-port=") and a != "--metrics-port=0"
+    ]
+
+
+@pytest.mark.parametrize("case", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_bad_values_are_refused_with_the_field_named(helm_binary: Path, case: tuple[list[str], str]) -> None:
+    args, message = case
+    result = run_helm(helm_binary, "template", "esnode", str(CHART), "-n", RELEASE_NAMESPACE, *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+# ------------------------------------------------------------------------------------ on the cluster
+
+
+@pytest.fixture
+def release(testenv: Env, namespace: str) -> Iterator[str]:
+    """A unique release name; the release is uninstalled afterwards (its cluster-scoped objects too)."""
+    name = f"esn-{uuid.uuid4().hex[:6]}"
+    yield name
+    testenv.helm("uninstall", name, "-n", namespace, "--wait", "--timeout=60s", check=False)
+
+
+def install(testenv: Env, release: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    # A peering name of its own: ClusterKopfPeering is cluster-scoped and other releases may exist.
+    return testenv.helm(
+        "install",
+        release,
+        str(CHART),
+        "-n",
+        namespace,
+        f"--set=operator.peering.name={release}",
+        *args,
+        check=False,
+    )
+
+
+def test_install_makes_the_operator_available_and_creates_the_fleet(
+    testenv: Env, namespace: str, release: str
+) -> None:
+    result = install(testenv, release, namespace, "--wait", "--timeout=120s")
+    assert result.returncode == 0, result.stderr
+    apps = client.AppsV1Api(testenv.api_client)
+    (deployment,) = apps.list_namespaced_deployment(namespace).items
+    assert deployment.status.available_replicas == 1
+    fleet = client.CustomObjectsApi(testenv.api_client).get_namespaced_custom_object(
+        "esnode.io", "v1alpha1", namespace, "esnodefleets", "default"
+    )
+    assert fleet["metadata"]["labels"]["app.kubernetes.io/instance"] == release
+    peering = client.CustomObjectsApi(testenv.api_client).get_cluster_custom_object(
+        "kopf.dev", "v1", "clusterkopfpeerings", release
+    )
+    assert peering["metadata"]["name"] == release
+
+
+def test_install_creates_rules_and_monitors_where_the_prometheus_operator_is(
+    prometheus_operator_crds: Env, namespace: str, release: str
+) -> None:
+    testenv = prometheus_operator_crds
+    result = install(testenv, release, namespace)
+    assert result.returncode == 0, result.stderr
+    custom = client.CustomObjectsApi(testenv.api_client)
+    (rule,) = custom.list_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", namespace, "prometheusrules"
+    )["items"]
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+    monitors = custom.list_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", namespace, "servicemonitors"
+    )
+    assert [m["metadata"]["name"] for m in monitors["items"]] == [f"{release}-esnode-operator"]
+    configmaps = client.CoreV1Api(testenv.api_client).list_namespaced_config_map(
+        namespace, label_selector="grafana_dashboard=1"
+    )
+    assert len(configmaps.items) == len(list(DASHBOARDS.glob("*.json")))
+
+
+def test_install_refuses_bad_values_and_creates_nothing(testenv: Env, namespace: str, release: str) -> None:
+    result = install(testenv, release, namespace, "--set", "fleet.spec.powerEnvelope.defaultWatts=lots")
+    assert result.returncode != 0
+    assert "/fleet/spec/powerEnvelope/defaultWatts" in result.stderr
+    assert release not in testenv.helm("list", "-n", namespace, "-q").stdout.split()
+    assert client.AppsV1Api(testenv.api_client).list_namespaced_deployment(namespace).items == []
