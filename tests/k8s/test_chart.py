@@ -13,7 +13,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -241,9 +241,15 @@ def release(testenv: Env, namespace: str) -> Iterator[str]:
     testenv.helm("uninstall", name, "-n", namespace, "--wait", "--timeout=60s", check=False)
 
 
+def as_dict(custom_object: object) -> dict[str, Any]:
+    """The Kubernetes client types custom objects as object; they are JSON objects."""
+    assert isinstance(custom_object, dict)
+    return cast(dict[str, Any], custom_object)
+
+
 def install(testenv: Env, release: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
     # A peering name of its own: ClusterKopfPeering is cluster-scoped and other releases may exist.
-    return testenv.helm(
+    result: subprocess.CompletedProcess[str] = testenv.helm(
         "install",
         release,
         str(CHART),
@@ -253,6 +259,7 @@ def install(testenv: Env, release: str, namespace: str, *args: str) -> subproces
         *args,
         check=False,
     )
+    return result
 
 
 def test_install_makes_the_operator_available_and_creates_the_fleet(
@@ -262,14 +269,14 @@ def test_install_makes_the_operator_available_and_creates_the_fleet(
     assert result.returncode == 0, result.stderr
     apps = client.AppsV1Api(testenv.api_client)
     (deployment,) = apps.list_namespaced_deployment(namespace).items
+    assert deployment.status is not None
     assert deployment.status.available_replicas == 1
-    fleet = client.CustomObjectsApi(testenv.api_client).get_namespaced_custom_object(
-        "esnode.io", "v1alpha1", namespace, "esnodefleets", "default"
+    custom = client.CustomObjectsApi(testenv.api_client)
+    fleet = as_dict(
+        custom.get_namespaced_custom_object("esnode.io", "v1alpha1", namespace, "esnodefleets", "default")
     )
     assert fleet["metadata"]["labels"]["app.kubernetes.io/instance"] == release
-    peering = client.CustomObjectsApi(testenv.api_client).get_cluster_custom_object(
-        "kopf.dev", "v1", "clusterkopfpeerings", release
-    )
+    peering = as_dict(custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", release))
     assert peering["metadata"]["name"] == release
 
 
@@ -280,12 +287,12 @@ def test_install_creates_rules_and_monitors_where_the_prometheus_operator_is(
     result = install(testenv, release, namespace)
     assert result.returncode == 0, result.stderr
     custom = client.CustomObjectsApi(testenv.api_client)
-    (rule,) = custom.list_namespaced_custom_object(
-        "monitoring.coreos.com", "v1", namespace, "prometheusrules"
+    (rule,) = as_dict(
+        custom.list_namespaced_custom_object("monitoring.coreos.com", "v1", namespace, "prometheusrules")
     )["items"]
     assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
-    monitors = custom.list_namespaced_custom_object(
-        "monitoring.coreos.com", "v1", namespace, "servicemonitors"
+    monitors = as_dict(
+        custom.list_namespaced_custom_object("monitoring.coreos.com", "v1", namespace, "servicemonitors")
     )
     assert [m["metadata"]["name"] for m in monitors["items"]] == [f"{release}-esnode-operator"]
     configmaps = client.CoreV1Api(testenv.api_client).list_namespaced_config_map(
