@@ -9,11 +9,21 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from esnode_agent.gpu.sim_profile import check_backend_spec
 from esnode_agent.gpu.visibility import parse_device_list
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import NoDecode
 
 DEFAULT_DISK_DEVICE_EXCLUDE = r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
 DEFAULT_FSTYPE_EXCLUDE = (
@@ -21,6 +31,74 @@ DEFAULT_FSTYPE_EXCLUDE = (
     r"|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs"
     r"|tracefs|tmpfs|ramfs|efivarfs|fuse\..*|nfsd|rootfs)$"
 )
+
+# Model efficiency: the counters recognised by default (docs/efficiency.md). TGI's generated
+# tokens are a histogram, whose _sum is the token count.
+DEFAULT_APP_TOKEN_COUNTERS = (
+    "model_tokens_total",
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
+    "tgi_request_generated_tokens_sum",
+)
+DEFAULT_APP_REQUEST_COUNTERS = ("model_requests_total", "vllm:request_success_total", "tgi_request_success")
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+def _split_commas(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _comma_separated(value: object) -> object:
+    """Flags and environment variables give a list as one comma-separated string."""
+    return _split_commas(value) if isinstance(value, str) else value
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """``KEY=VALUE,...``; the last ``=`` splits, since a URL key may hold one and values do not."""
+    pairs = []
+    for item in _split_commas(text):
+        key, sep, value = item.rpartition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"expected TARGET=VALUE, got {item!r}")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def _name_by_target(value: object) -> object:
+    return dict(_pairs(value)) if isinstance(value, str) else value
+
+
+def _uuids_by_target(value: object) -> object:
+    """A target repeats once per GPU: ``URL=GPU-a,URL=GPU-b``."""
+    if not isinstance(value, str):
+        return value
+    uuids: dict[str, list[str]] = {}
+    for target, uuid in _pairs(value):
+        uuids.setdefault(target, []).append(uuid)
+    return uuids
+
+
+def _check_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL with a host")
+    return tuple(dict.fromkeys(urls))
+
+
+def _check_metric_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    for name in names:
+        if not _METRIC_NAME.match(name):
+            raise ValueError(f"{name!r} is not a Prometheus metric name")
+    return names
+
+
+AppUrls = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_separated), AfterValidator(_check_urls)]
+MetricNames = Annotated[
+    tuple[str, ...], NoDecode, BeforeValidator(_comma_separated), AfterValidator(_check_metric_names)
+]
+ModelNameByTarget = Annotated[dict[str, str], NoDecode, BeforeValidator(_name_by_target)]
+GpuUuidsByTarget = Annotated[dict[str, tuple[str, ...]], NoDecode, BeforeValidator(_uuids_by_target)]
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -114,6 +192,42 @@ class AgentConfig(BaseModel):
         if value is not None:
             parse_device_list(value, allow_mig=False)
         return value
+
+    # Model efficiency: model servers' token and request counters per joule (docs/efficiency.md).
+    app_metrics_urls: AppUrls = Field(
+        (), description="Model servers' Prometheus endpoints on this node, comma-separated; none: off"
+    )
+    app_metrics_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="Fetch timeout per endpoint, capped at 3/4 of the collector timeout"
+    )
+    app_token_counters: MetricNames = Field(
+        DEFAULT_APP_TOKEN_COUNTERS, description="Token counters (or histogram _sum samples); replaces the defaults"
+    )
+    app_request_counters: MetricNames = Field(
+        DEFAULT_APP_REQUEST_COUNTERS, description="Request counters, successes only; replaces the defaults"
+    )
+    app_model_names: ModelNameByTarget = Field(
+        default_factory=dict, description="URL=MODEL,...: model of an endpoint whose counters name none (TGI)"
+    )
+    app_gpu_uuids: GpuUuidsByTarget = Field(
+        default_factory=dict, description="URL=GPU_UUID,... (a URL once per GPU): GPUs an endpoint's server uses"
+    )
+    app_efficiency_window_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Window of the per-joule and per-second efficiency figures"
+    )
+
+    @model_validator(mode="after")
+    def _app_settings_name_known_urls(self) -> AgentConfig:
+        for key in ("app_model_names", "app_gpu_uuids"):
+            unknown = sorted(set(getattr(self, key)) - set(self.app_metrics_urls))
+            if unknown:
+                raise ValueError(f"{key} names {unknown[0]!r}, which is not in app_metrics_urls")
+        return self
+
+    @property
+    def effective_app_metrics_timeout_seconds(self) -> float:
+        """Below the loop's timeout for the whole collector, which also parses what arrived."""
+        return min(self.app_metrics_timeout_seconds, 0.75 * self.effective_collector_timeout_seconds)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

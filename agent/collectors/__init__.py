@@ -6,6 +6,7 @@ from esnode_agent.collector import Collector
 from esnode_agent.collectors.cpu import CpuCollector
 from esnode_agent.collectors.degradation import DegradationCollector, Thresholds
 from esnode_agent.collectors.diskstats import DiskStatsCollector
+from esnode_agent.collectors.efficiency import efficiency_collectors
 from esnode_agent.collectors.envelope import EnvelopeCollector
 from esnode_agent.collectors.filesystem import FilesystemCollector
 from esnode_agent.collectors.gpu import build_gpu_collector
@@ -47,4 +48,6 @@ def build_collectors(config: AgentConfig) -> list[Collector]:
     if config.enable_gpu:
         collectors.append(build_gpu_collector(config))
     collectors.append(DegradationCollector(Thresholds.from_config(config)))
+    if config.app_metrics_urls:
+        collectors += efficiency_collectors(config)
     return collectors
