@@ -126,6 +126,9 @@ class Kube:
         items: list[dict[str, Any]] = (
             self.request("GET", resource_path(api_version, kind, namespace), query=query).get("items") or []
         )
+        for item in items:  # a list's items leave out what the list's own kind implies
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
         return items
 
     def delete(self, obj: Mapping[str, Any]) -> None:
