@@ -144,7 +144,9 @@ def cluster(fleet_crd: Env, namespace: str, tmp_path: Path) -> Iterator[Cluster]
         yield cluster
     finally:
         # While the operator still runs: kopf's finalizer (for its resync timer) must be released.
-        fleet_crd.kubectl("delete", "esnodefleets", "--all", "-n", namespace, "--wait", "--timeout=60s", check=False)
+        fleet_crd.kubectl(
+            "delete", "esnodefleets", "--all", "-n", namespace, "--wait", "--timeout=60s", check=False
+        )
         process.terminate()
         try:
             process.wait(timeout=15)
