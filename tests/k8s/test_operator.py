@@ -63,9 +63,10 @@ class Cluster:
 
     def apply(self, name: str, spec: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
         fleet = {"apiVersion": FLEET_API, "kind": "EsnodeFleet", "metadata": {"name": name}, "spec": spec}
-        return self.env.kubectl(
+        result: subprocess.CompletedProcess[str] = self.env.kubectl(
             "apply", "-n", self.namespace, "-f", "-", input=yaml.safe_dump(fleet), check=check
         )
+        return result
 
     def get(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
         try:

@@ -30,6 +30,7 @@ def pod(daemonset: dict[str, Any]) -> dict[str, Any]:
 
 
 def container(daemonset: dict[str, Any]) -> dict[str, Any]:
+    agent: dict[str, Any]
     [agent] = pod(daemonset)["containers"]
     return agent
 

@@ -124,7 +124,7 @@ def test_duplicate_selectors_collapse_to_the_first() -> None:
 
 
 def test_user_affinity_is_kept_and_anded_with_the_group() -> None:
-    user = {
+    user: dict[str, Any] = {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [
