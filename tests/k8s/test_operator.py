@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,11 +115,11 @@ class Cluster:
         return sorted(p["spec"].get("nodeName", "") for p in pods if p["status"].get("phase") == "Running")
 
 
-@pytest.fixture
-def cluster(fleet_crd: Env, namespace: str, tmp_path: Path) -> Iterator[Cluster]:
+@contextmanager
+def operator_running(env: Env, namespace: str, kubeconfig: Path, workdir: Path) -> Iterator[Cluster]:
+    """The operator as its console script, serving one namespace; stopped (fleets deleted first) after."""
     port = free_port()
-    log = tmp_path / "operator.log"
-    env = {**os.environ, "KUBECONFIG": str(fleet_crd.kubeconfig)}
+    log = workdir / "operator.log"
     command = [
         str(OPERATOR),
         "run",
@@ -130,8 +131,14 @@ def cluster(fleet_crd: Env, namespace: str, tmp_path: Path) -> Iterator[Cluster]
         "--verbose",
     ]
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-    cluster = Cluster(fleet_crd, namespace, Kube(fleet_crd.api_client), port, log)
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            cwd=workdir,
+        )
+    cluster = Cluster(env, namespace, Kube(env.api_client), port, log)
 
     def serving() -> bool:
         assert process.poll() is None, log.read_text()
@@ -140,12 +147,12 @@ def cluster(fleet_crd: Env, namespace: str, tmp_path: Path) -> Iterator[Cluster]
         except httpx.TransportError:
             return False
 
-    cluster.wait("the operator's metrics endpoint", serving, timeout=30)
     try:
+        cluster.wait("the operator's metrics endpoint", serving, timeout=30)
         yield cluster
     finally:
         # While the operator still runs: kopf's finalizer (for its resync timer) must be released.
-        fleet_crd.kubectl(
+        env.kubectl(
             "delete", "esnodefleets", "--all", "-n", namespace, "--wait", "--timeout=60s", check=False
         )
         process.terminate()
@@ -154,6 +161,12 @@ def cluster(fleet_crd: Env, namespace: str, tmp_path: Path) -> Iterator[Cluster]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def cluster(fleet_crd: Env, namespace: str, tmp_path: Path) -> Iterator[Cluster]:
+    with operator_running(fleet_crd, namespace, fleet_crd.kubeconfig, tmp_path) as cluster:
+        yield cluster
 
 
 def gpu_fleet(**spec: Any) -> dict[str, Any]:
@@ -431,3 +444,73 @@ def test_the_operator_counts_its_reconciliations(cluster: Cluster) -> None:
     assert samples['esnode_operator_applied_objects_total{kind="DaemonSet"}'] >= 1
     assert samples['esnode_operator_reconcile_duration_seconds_count{trigger="fleet"}'] >= 1
     assert samples["esnode_operator_status_patches_total"] >= 1
+
+
+# ------------------------------------------------------------------------------------- RBAC
+
+RBAC = REPO / "operator" / "rbac" / "operator.yaml"
+
+
+def _rbac_for(namespace: str) -> list[dict[str, Any]]:
+    """operator/rbac/operator.yaml for this test: its ServiceAccount here, cluster objects renamed."""
+    documents = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+    for doc in documents:
+        if doc["kind"] == "ServiceAccount":
+            doc["metadata"]["namespace"] = namespace
+        if doc["kind"].startswith("Cluster"):
+            doc["metadata"]["name"] += f"-{namespace}"
+        if doc["kind"] == "ClusterRoleBinding":
+            doc["roleRef"]["name"] += f"-{namespace}"
+            doc["subjects"][0]["namespace"] = namespace
+    return documents
+
+
+@pytest.fixture
+def operator_identity(fleet_crd: Env, namespace: str, tmp_path: Path) -> Iterator[Path]:
+    """A kubeconfig holding a token of the operator's ServiceAccount, bound exactly as operator/rbac says."""
+    documents = _rbac_for(namespace)
+    manifest = yaml.safe_dump_all(documents)
+    fleet_crd.kubectl("apply", "-f", "-", input=manifest)
+    token = fleet_crd.kubectl(
+        "create", "token", "esnode-operator", "-n", namespace, "--duration=1h"
+    ).stdout.strip()
+    admin = yaml.safe_load(fleet_crd.kubeconfig.read_text())
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"][:1],
+        "users": [{"name": "esnode-operator", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "operator",
+                "context": {"cluster": admin["clusters"][0]["name"], "user": "esnode-operator"},
+            }
+        ],
+        "current-context": "operator",
+    }
+    path = tmp_path / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    try:
+        yield path
+    finally:
+        cluster_scoped = [
+            f"{d['kind'].lower()}/{d['metadata']['name']}"
+            for d in documents
+            if d["kind"].startswith("Cluster")
+        ]
+        fleet_crd.kubectl("delete", "--ignore-not-found", *cluster_scoped, check=False)
+
+
+def test_the_operator_works_with_no_more_than_its_rbac(
+    fleet_crd: Env, namespace: str, operator_identity: Path, tmp_path: Path
+) -> None:
+    with operator_running(fleet_crd, namespace, operator_identity, tmp_path) as cluster:
+        cluster.apply("least", gpu_fleet())
+        cluster.wait_condition("least", "Ready", "True")
+        cluster.wait_condition("least", "Degraded", "True", "ServiceMonitorCRDMissing")
+        cluster.apply(
+            "least", gpu_fleet(serviceMonitor={"enabled": False}, powerEnvelope={"defaultWatts": 900})
+        )
+        cluster.wait_condition("least", "Degraded", "False", "AsExpected")
+        log = cluster.log.read_text()
+    assert "Forbidden" not in log and " 403 " not in log, log[-4000:]
