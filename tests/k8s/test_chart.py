@@ -30,7 +30,7 @@ VALUES_FILES = sorted((REPO / "tests" / "fixtures" / "chart-values").glob("*.yam
 MONITORING_APIS = ("monitoring.coreos.com/v1/PrometheusRule", "monitoring.coreos.com/v1/ServiceMonitor")
 RULES = REPO / "rules" / "esnode-rules.yaml"
 DASHBOARDS = REPO / "dashboards"
-OPERATOR_RBAC = REPO / "operator" / "rbac"
+OPERATOR_RBAC = REPO / "operator" / "rbac" / "operator.yaml"
 RELEASE_NAMESPACE = "gpu-inference"  # namespaced.yaml watches it
 # Values the schema or the templates refuse, and what the error must say.
 BAD_VALUES = {
@@ -128,12 +128,13 @@ def test_defaults_render_operator_fleet_rules_and_dashboards(helm_binary: Path) 
     docs = render(helm_binary)
     kinds = sorted(doc["kind"] for doc in docs)
     assert kinds == sorted(
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "ServiceMonitor", "Deployment"]
+        ["ServiceAccount", "Service", "ServiceMonitor", "Deployment"]
+        + ["ClusterRole", "ClusterRoleBinding"] * 2
         + ["ClusterKopfPeering", "EsnodeFleet", "PrometheusRule"]
         + ["ConfigMap"] * len(list(DASHBOARDS.glob("*.json")))
     )
     container = operator_container(docs)
-    assert container["args"][:3] == ["run", "--all-namespaces", "--peering=esnode"]
+    assert container["args"][:3] == ["run", "--all-namespaces", "--peering=esnode-operator"]
     assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
     (fleet,) = of_kind(docs, "EsnodeFleet")
     assert (fleet["metadata"]["name"], fleet["metadata"]["namespace"]) == ("default", RELEASE_NAMESPACE)
@@ -159,19 +160,23 @@ def test_dashboard_configmaps_carry_the_dashboards_for_the_sidecar(helm_binary: 
     assert {cm["metadata"]["labels"]["grafana_dashboard"] for cm in configmaps} == {"1"}
 
 
-def test_cluster_role_has_the_operators_rules(helm_binary: Path) -> None:
-    documents = [
-        doc for path in sorted(OPERATOR_RBAC.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
-    ]
-    expected = rbac_rules_from([doc for doc in documents if doc])
-    assert expected, "operator/rbac/ holds no Role or ClusterRole rules"
+def operator_rbac() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(OPERATOR_RBAC.read_text()) if doc]
+
+
+def test_cluster_roles_have_the_operators_rules_and_bind_its_account(helm_binary: Path) -> None:
+    expected = rbac_rules_from(operator_rbac())
+    assert expected, "operator/rbac/operator.yaml holds no ClusterRole rules"
     docs = render(helm_binary)
     assert rbac_rules_from(docs) == expected
-    (binding,) = of_kind(docs, "ClusterRoleBinding")
     (account,) = of_kind(docs, "ServiceAccount")
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": RELEASE_NAMESPACE}
-    ]
+    subject = {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": RELEASE_NAMESPACE}
+    bindings = of_kind(docs, "ClusterRoleBinding")
+    assert len(bindings) == len(of_kind(operator_rbac(), "ClusterRoleBinding"))
+    assert [b["subjects"] for b in bindings] == [[subject]] * len(bindings)
+    assert {b["roleRef"]["name"] for b in bindings} == {
+        r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")
+    }
 
 
 def test_monitoring_objects_wait_for_the_prometheus_operator_api(helm_binary: Path) -> None:
@@ -202,6 +207,11 @@ def test_namespaced_values_peer_in_each_watched_namespace(helm_binary: Path) -> 
         "gpu-training",
     ]
     assert of_kind(docs, "ClusterKopfPeering") == []
+    # Fleets and their children only in the watched namespaces; cluster reads stay cluster-wide.
+    role_bindings = of_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in role_bindings) == ["gpu-inference", "gpu-training"]
+    assert {b["roleRef"]["name"] for b in role_bindings} == {"esnode-operator"}
+    assert [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == ["esnode-operator-cluster"]
 
 
 def test_fleet_spec_is_passed_through(helm_binary: Path) -> None:
@@ -278,6 +288,17 @@ def test_install_makes_the_operator_available_and_creates_the_fleet(
     assert fleet["metadata"]["labels"]["app.kubernetes.io/instance"] == release
     peering = as_dict(custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", release))
     assert peering["metadata"]["name"] == release
+    # The bound roles let the operator's account do its work, and no more.
+    account = f"--as=system:serviceaccount:{namespace}:{release}-esnode-operator"
+    for verb, resource, allowed in [
+        ("patch", "esnodefleets.esnode.io", "yes"),
+        ("create", "daemonsets.apps", "yes"),
+        ("patch", "clusterkopfpeerings.kopf.dev", "yes"),
+        ("delete", "nodes", "no"),
+        ("get", "secrets", "no"),
+    ]:
+        answer = testenv.kubectl("auth", "can-i", verb, resource, "-n", namespace, account, check=False)
+        assert answer.stdout.strip() == allowed, (verb, resource)
 
 
 def test_install_creates_rules_and_monitors_where_the_prometheus_operator_is(

@@ -26,7 +26,7 @@ COPIES = [
     (REPO / "crds", "*.yaml", CHART / "crds"),
     (REPO / "rules", "esnode-rules.yaml", CHART / "files"),
     (REPO / "dashboards", "*.json", CHART / "files" / "dashboards"),
-    (REPO / "operator" / "rbac", "*.yaml", CHART / "files" / "rbac"),
+    (REPO / "operator" / "rbac", "operator.yaml", CHART / "files" / "rbac"),
 ]
 YAML_KEY = re.compile(r"^(\s*)([\w.-]+):(.*)$")
 

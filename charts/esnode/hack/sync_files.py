@@ -22,7 +22,7 @@ COPIES = (
     (REPO / "crds", "*.yaml", CHART / "crds"),
     (REPO / "rules", "esnode-rules.yaml", CHART / "files"),
     (REPO / "dashboards", "*.json", CHART / "files" / "dashboards"),
-    (REPO / "operator" / "rbac", "*.yaml", CHART / "files" / "rbac"),
+    (REPO / "operator" / "rbac", "operator.yaml", CHART / "files" / "rbac"),
 )
 FLEET_CRD = REPO / "crds" / "esnodefleet.yaml"
 VALUES_SCHEMA = CHART / "values.schema.json"
