@@ -61,6 +61,7 @@ class Cluster:
     kube: Kube
     metrics_port: int
     log: Path
+    process: subprocess.Popen[bytes]
 
     def apply(self, name: str, spec: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
         fleet = {"apiVersion": FLEET_API, "kind": "EsnodeFleet", "metadata": {"name": name}, "spec": spec}
@@ -116,16 +117,19 @@ class Cluster:
 
 
 @contextmanager
-def operator_running(env: Env, namespace: str, kubeconfig: Path, workdir: Path) -> Iterator[Cluster]:
+def operator_running(
+    env: Env, namespace: str, kubeconfig: Path, workdir: Path, peering: tuple[str, ...] = ("--standalone",)
+) -> Iterator[Cluster]:
     """The operator as its console script, serving one namespace; stopped (fleets deleted first) after."""
     port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "operator.log"
     command = [
         str(OPERATOR),
         "run",
         "--namespace",
         namespace,
-        "--standalone",
+        *peering,
         "--metrics-port",
         str(port),
         "--verbose",
@@ -138,7 +142,7 @@ def operator_running(env: Env, namespace: str, kubeconfig: Path, workdir: Path) 
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
             cwd=workdir,
         )
-    cluster = Cluster(env, namespace, Kube(env.api_client), port, log)
+    cluster = Cluster(env, namespace, Kube(env.api_client), port, log, process)
 
     def serving() -> bool:
         assert process.poll() is None, log.read_text()
@@ -514,3 +518,47 @@ def test_the_operator_works_with_no_more_than_its_rbac(
         cluster.wait_condition("least", "Degraded", "False", "AsExpected")
         log = cluster.log.read_text()
     assert "Forbidden" not in log and " 403 " not in log, log[-4000:]
+
+
+# ---------------------------------------------------------------------------------- peering
+
+PEERING_CRDS = REPO / "crds" / "kopf-peering.yaml"
+
+
+def test_two_peered_replicas_have_one_active_and_the_other_takes_over(
+    fleet_crd: Env, namespace: str, tmp_path: Path
+) -> None:
+    fleet_crd.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(PEERING_CRDS))
+    fleet_crd.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev")
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "esnode-operator"}}
+    fleet_crd.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(peering))
+    options = ("--peering", "esnode-operator", "--priority")
+    kubeconfig = fleet_crd.kubeconfig
+    with (
+        operator_running(fleet_crd, namespace, kubeconfig, tmp_path / "a", (*options, "200")) as active,
+        operator_running(fleet_crd, namespace, kubeconfig, tmp_path / "b", (*options, "100")) as standby,
+    ):
+        # kopf starts paused and resumes only when no live peer outranks it.
+        active.wait("the active replica to resume", lambda: "Resuming operations" in active.log.read_text())
+        standby.wait(
+            "the standby to join", lambda: "Keep-alive in 'esnode-operator'" in standby.log.read_text()
+        )
+        active.apply("ha", gpu_fleet(serviceMonitor={"enabled": False}))
+        active.wait_condition("ha", "Ready", "True")
+        assert "fleet_changed" in active.log.read_text()
+        assert "Resuming operations" not in standby.log.read_text()
+        assert "fleet_changed" not in standby.log.read_text()
+
+        active.process.terminate()  # a clean exit withdraws its keep-alive at once
+        active.process.wait(timeout=15)
+        standby.wait("the standby to resume", lambda: "Resuming operations" in standby.log.read_text())
+        standby.apply("ha", gpu_fleet(serviceMonitor={"enabled": False}, powerEnvelope={"defaultWatts": 800}))
+        standby.wait(
+            "the former standby to apply the change",
+            lambda: (
+                "800.0"
+                in (standby.get("v1", "ConfigMap", "esnode-ha-config") or {})
+                .get("data", {})
+                .get("esnode.toml", "")
+            ),
+        )
