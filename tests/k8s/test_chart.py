@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import pytest
 import yaml
+from esnode_operator import cli
 from kubernetes import client
 
 pytestmark = pytest.mark.k8s
@@ -138,6 +139,15 @@ def test_defaults_render_operator_fleet_rules_and_dashboards(helm_binary: Path) 
     assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
     (fleet,) = of_kind(docs, "EsnodeFleet")
     assert (fleet["metadata"]["name"], fleet["metadata"]["namespace"]) == ("default", RELEASE_NAMESPACE)
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=[p.stem for p in VALUES_FILES])
+def test_operator_accepts_the_rendered_arguments(helm_binary: Path, values: Path) -> None:
+    """The Deployment's args parse with the operator's own command line (a renamed flag fails here)."""
+    args = operator_container(render(helm_binary, "-f", str(values)))["args"]
+    parsed = cli._parser().parse_args(args)
+    assert parsed.command == "run"
+    assert parsed.all_namespaces or parsed.namespaces
 
 
 def test_operator_runs_unprivileged(helm_binary: Path) -> None:
