@@ -29,6 +29,7 @@ from esnode_agent.gpu.backend import (
     XidEvent,
 )
 from esnode_agent.gpu.nvml_api import DeviceAttributes, EventSet, FieldValue, Handle, NvmlApi
+from esnode_agent.gpu.pcie_sampler import PCIE_SAMPLE_INTERVAL_SECONDS, PcieSampler
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,10 @@ class NvmlBackend:
         self._lib = lib
         self._driver_version = lib.nvmlSystemGetDriverVersion()
         self._devices = [d for d in (self._discover(i) for i in range(lib.nvmlDeviceGetCount())) if d]
+        self._pcie_sampler = PcieSampler(
+            [d.refresh_pcie for d in self._devices], PCIE_SAMPLE_INTERVAL_SECONDS
+        )
+        self._pcie_sampler.start()
 
     @property
     def unavailable_reason(self) -> str | None:
@@ -137,6 +142,7 @@ class NvmlBackend:
         return NvmlXidEvents(self._lib, [d for d in self._devices if d in devices])
 
     def close(self) -> None:
+        self._pcie_sampler.stop()
         self._lib.nvmlShutdown()
 
     def _discover(self, index: int) -> NvmlDevice | None:
@@ -187,6 +193,7 @@ class NvmlDevice:
         self._nvlink_links: tuple[int, ...] | None = None
         self._dropped_field_ids: set[tuple[int, int]] = set()
         self._mig_static: dict[str, _MigStatic] = {}
+        self._pcie: dict[str, float] = {}  # the PCIe sampler's latest, replaced whole
 
     @property
     def identity(self) -> GpuIdentity:
@@ -229,9 +236,7 @@ class NvmlDevice:
                 _ECC_TYPES,
                 lambda t: float(lib.nvmlDeviceGetTotalEccErrors(h, t, pynvml.NVML_VOLATILE_ECC)),
             ),
-            pcie_bytes_per_second=self._each(
-                "pcie", _PCIE_COUNTERS, lambda c: float(lib.nvmlDeviceGetPcieThroughput(h, c) * KIB)
-            ),
+            pcie_bytes_per_second=self._pcie,
             nvlink=tuple(
                 NvlinkCounters(link, fields[(_NVLINK_RX, link)] * KIB, fields[(_NVLINK_TX, link)] * KIB)
                 for link in self._nvlink_links or ()
@@ -246,6 +251,13 @@ class NvmlDevice:
             ),
             remapped_rows_pending=_flag(fields.get(_REMAPPED_PENDING)),
             remapped_rows_failed=_flag(fields.get(_REMAPPED_FAILURE)),
+        )
+
+    def refresh_pcie(self) -> None:
+        """Called by the PCIe sampler thread: NVML blocks ~20 ms per direction here."""
+        lib, h = self._lib, self._handle
+        self._pcie = self._each(
+            "pcie", _PCIE_COUNTERS, lambda c: float(lib.nvmlDeviceGetPcieThroughput(h, c) * KIB)
         )
 
     def mig_instances(self) -> list[MigReading]:

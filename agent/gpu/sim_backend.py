@@ -27,6 +27,9 @@ from esnode_agent.gpu.sim_profile import SimGpuGroup, SimMigInstance, SimProfile
 MAX_MIG_DEVICES = 7  # what NVML reports for H100 and A100
 _IDLE_LOAD = 0.1  # below this a GPU reports the idle clock reason
 _POWER_CAP_LOAD = 0.9  # above this, the software power cap
+_AMBIENT_CELSIUS = 28.0  # an idle GPU in a cooled rack
+_LOAD_HEATING_CELSIUS = 50.0  # what full load adds
+_PCIE_SAMPLE_WINDOW_SECONDS = 0.02  # measured: 21 ms per direction on an H200, driver 580
 _PCI_BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)  # an HGX board's GPUs
 _LOAD_MEAN, _LOAD_SWING = 0.5, 0.45
 
@@ -43,21 +46,30 @@ class _Handle:
 
 @dataclass(frozen=True, slots=True)
 class _Wave:
-    """Load between 0.05 and 0.95: mean + swing * sin(2 pi t / period + phase), with its integral."""
+    """Load mean + swing * sin(2 pi t / period + phase), by default between 0.05 and 0.95, with its
+    integral; a swing of 0 is a steady load."""
 
     period_seconds: float
     phase: float
+    mean: float = _LOAD_MEAN
+    swing: float = _LOAD_SWING
 
     def load(self, t: float) -> float:
-        return _LOAD_MEAN + _LOAD_SWING * math.sin(self._angle(t))
+        return self.mean + self.swing * math.sin(self._angle(t))
 
     def integral(self, t: float) -> float:
         """Load-seconds from 0 to t; closed form, so counters never drift from the gauges."""
         omega = 2 * math.pi / self.period_seconds
-        return _LOAD_MEAN * t - _LOAD_SWING / omega * (math.cos(self._angle(t)) - math.cos(self.phase))
+        return self.mean * t - self.swing / omega * (math.cos(self._angle(t)) - math.cos(self.phase))
 
     def _angle(self, t: float) -> float:
         return 2 * math.pi * t / self.period_seconds + self.phase
+
+
+def _load_wave(spec: SimGpuGroup, phase: float) -> _Wave:
+    if spec.steady_load is not None:  # a long job holding the GPU at one load
+        return _Wave(spec.load_period_seconds, 0.0, mean=spec.steady_load, swing=0.0)
+    return _Wave(spec.load_period_seconds, phase)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,9 @@ class _SimGpu:
 
     def power_watts(self, t: float) -> float:
         return self.spec.idle_power_watts + self._dynamic_watts() * self.load.load(t)
+
+    def temperature_celsius(self, t: float) -> float:
+        return _AMBIENT_CELSIUS + self.spec.cooling_offset_celsius + _LOAD_HEATING_CELSIUS * self.load.load(t)
 
     def energy_joules(self, t: float) -> float:
         return self.spec.idle_power_watts * t + self._dynamic_watts() * self.load.integral(t)
@@ -123,7 +138,7 @@ def _build_gpus(profile: SimProfile) -> list[_SimGpu]:
                 mig_uuids=tuple(
                     f"MIG-{uuid.UUID(int=rng.getrandbits(128), version=4)}" for _ in spec.mig_instances
                 ),
-                load=_Wave(spec.load_period_seconds, rng.uniform(0, 2 * math.pi)),
+                load=_load_wave(spec, rng.uniform(0, 2 * math.pi)),
                 memory=_Wave(spec.load_period_seconds * 5, rng.uniform(0, 2 * math.pi)),
                 energy_at_start_millijoules=rng.randrange(10**6, 10**9),
             )
@@ -226,7 +241,7 @@ class FakeNvml:
     def nvmlDeviceGetTemperature(self, handle: object, sensor: int) -> int:
         if sensor != pynvml.NVML_TEMPERATURE_GPU:
             raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return round(28 + 50 * self._whole(handle).load.load(self._elapsed()))
+        return round(self._whole(handle).temperature_celsius(self._elapsed()))
 
     def nvmlDeviceGetPowerUsage(self, handle: object) -> int:
         return round(1000 * self._whole(handle).power_watts(self._elapsed()))
@@ -275,6 +290,7 @@ class FakeNvml:
 
     def nvmlDeviceGetPcieThroughput(self, device: object, counter: int) -> int:
         gpu = self._whole(device)
+        time.sleep(_PCIE_SAMPLE_WINDOW_SECONDS)  # the driver samples over a window before answering
         share = 0.6 if counter == pynvml.NVML_PCIE_UTIL_RX_BYTES else 0.4
         return round(share * gpu.spec.pcie_bytes_per_second * gpu.load.load(self._elapsed()) / 1024)
 
@@ -382,10 +398,15 @@ class FakeNvml:
         return gpu.spec.mig_instances[slot]
 
     def _clock_event_reasons(self, handle: object) -> int:
-        load = self._whole(handle).load.load(self._elapsed())
+        gpu = self._whole(handle)
+        load = gpu.load.load(self._elapsed())
         if load < _IDLE_LOAD:
             return int(pynvml.nvmlClocksEventReasonGpuIdle)
-        return int(pynvml.nvmlClocksEventReasonSwPowerCap) if load > _POWER_CAP_LOAD else 0
+        reasons = int(pynvml.nvmlClocksEventReasonSwPowerCap) if load > _POWER_CAP_LOAD else 0
+        if gpu.temperature_celsius(self._elapsed()) >= gpu.spec.thermal_slowdown_celsius:
+            reasons |= int(pynvml.nvmlClocksEventReasonSwThermalSlowdown)
+            reasons |= int(pynvml.nvmlClocksEventReasonHwThermalSlowdown)
+        return reasons
 
     def _field_value(self, gpu: _SimGpu, field_id: int, scope: int) -> int | None:
         """A field's value, or None for NOT_SUPPORTED."""

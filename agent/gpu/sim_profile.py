@@ -42,6 +42,15 @@ class SimGpuGroup(BaseModel):
     idle_sm_clock_mhz: int = Field(gt=0)
     memory_clock_mhz: int = Field(gt=0)
     load_period_seconds: float = Field(300.0, gt=0, description="Period of the simulated load wave")
+    steady_load: float | None = Field(
+        None, ge=0, le=1, description="A constant load (a long training job) instead of the wave"
+    )
+    cooling_offset_celsius: float = Field(
+        0.0, ge=0, le=40, description="Runs this much hotter than its peers (blocked airflow, failed fan)"
+    )
+    thermal_slowdown_celsius: float = Field(
+        87.0, gt=0, description="At or above it the GPU reports thermal slowdown (sw and hw)"
+    )
     has_fan: bool = Field(False, description="SXM boards have no fan of their own: fan reads NOT_SUPPORTED")
     energy_counter: bool = Field(True, description="Volta and later count total energy")
     nvlink_links: int = Field(0, ge=0, le=36)

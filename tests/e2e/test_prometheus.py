@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from agent_process import RaplTree, agent
-from prometheus_process import prometheus, wait_for_result
+from prometheus_process import prometheus, query, wait_for_result
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +52,10 @@ def test_root_disk_percent_is_a_percentage(prometheus_url: str) -> None:
 
 def test_node_power_from_energy_agrees_with_the_gauge(prometheus_url: str) -> None:
     """rate() of the energy counter and avg_over_time() of the gauge describe the same watts."""
-    from_energy = wait_for_result(prometheus_url, "rate(esnode_node_energy_joules_total[20s])")
-    from_gauge = wait_for_result(prometheus_url, "avg_over_time(esnode_node_power_watts[20s])")
-    assert float(from_energy[0]["value"][1]) == pytest.approx(float(from_gauge[0]["value"][1]), rel=0.15)
+    # rate() only sees what it has samples for: wait until the window is full of them. Scrapes and
+    # collection cycles share a 1 s period without sharing a clock, so a window can miss one
+    # cycle's increase: 1 in 20 here, hence the tolerance.
+    assert wait_for_result(prometheus_url, "count_over_time(esnode_node_power_watts[20s]) >= 19", 60)
+    from_energy = query(prometheus_url, "rate(esnode_node_energy_joules_total[20s])")
+    from_gauge = query(prometheus_url, "avg_over_time(esnode_node_power_watts[20s])")
+    assert float(from_energy[0]["value"][1]) == pytest.approx(float(from_gauge[0]["value"][1]), rel=0.12)
