@@ -260,6 +260,22 @@ class AgentConfig(BaseModel):
         1048576.0, ge=0, description="Swap-in rate above which swap_spike is set"
     )
 
+    # Node report: the node's EsnodeNode status (and optionally a Node condition). On in a pod
+    # with NODE_NAME and a fleet; off a cluster with kubeconfig, node_name, namespace and fleet.
+    kubeconfig: Path | None = Field(None, description="kubeconfig for reporting from outside a cluster")
+    node_name: str | None = Field(None, description="This node's name; in a pod NODE_NAME is used when unset")
+    namespace: str | None = Field(None, description="Namespace of the fleet; in a pod, the pod's namespace")
+    fleet: str | None = Field(None, description="EsnodeFleet this agent belongs to; unset turns reporting off")
+    fleet_uid: str | None = Field(None, description="The fleet's uid: EsnodeNode objects are owned by it")
+    report_heartbeat_seconds: float = Field(60.0, ge=5, le=3600, description="Report at least this often")
+    report_power_step_watts: float = Field(
+        50.0, gt=0, description="Report early when node power moves by more than this"
+    )
+    report_min_interval_seconds: float = Field(
+        5.0, ge=0, description="Early reports (edges) are at least this far apart"
+    )
+    node_condition: bool = Field(False, description="Also set the Node condition EsnodePowerEnvelopeExceeded")
+
     @field_validator("network_device_exclude", "disk_device_exclude", "filesystem_fstype_exclude")
     @classmethod
     def _check_regex(cls, value: str) -> str:
