@@ -13,8 +13,8 @@ HOST_PROC = "/host/proc"
 HOST_SYS = "/host/sys"
 HOST_ROOT = "/host/root"
 
-# spec.gpu field -> agent config key. An agent build that lacks a key does not get it: the GPU
-# options also act through the pod (NVIDIA_VISIBLE_DEVICES, the pod-resources mount).
+# spec.gpu field -> agent config key (they also act on the pod: NVIDIA_VISIBLE_DEVICES, the
+# pod-resources mount).
 _GPU_CONFIG_KEYS = {
     "visible_devices": "gpu_visible_devices",
     "mig": "enable_gpu_mig",
@@ -40,9 +40,7 @@ def agent_settings(spec: FleetSpec) -> dict[str, Any]:
     if spec.power_envelope.default_watts is not None:
         settings["node_power_envelope_watts"] = spec.power_envelope.default_watts
     gpu = dict(spec.gpu)
-    settings.update(
-        {key: gpu[field] for field, key in _GPU_CONFIG_KEYS.items() if key in AgentConfig.model_fields}
-    )
+    settings.update({key: gpu[field] for field, key in _GPU_CONFIG_KEYS.items()})
     return settings
 
 

@@ -63,6 +63,20 @@ def test_rendered_config_round_trips_through_the_agents_loader(
     )
 
 
+def test_gpu_options_reach_the_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = {
+        "gpu": {
+            "visibleDevices": "0,1",
+            "mig": False,
+            "k8sMode": True,
+            "podResourcesSocket": "/run/pr/kubelet.sock",
+        }
+    }
+    config = load_rendered(render_config_toml(FleetSpec.model_validate(spec), "ns/x"), tmp_path, monkeypatch)
+    assert (config.gpu_visible_devices, config.enable_gpu_mig, config.k8s_mode) == ("0,1", False, True)
+    assert str(config.pod_resources_socket) == "/run/pr/kubelet.sock"
+
+
 def test_an_empty_fleet_renders_a_config_the_agent_accepts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
