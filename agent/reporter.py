@@ -8,11 +8,14 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from esnode_agent.kube_status import KubeStatusWriter
 from esnode_agent.node_report import NodeReport, build_report
 from esnode_agent.report_policy import ReportPolicy
 from esnode_agent.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from esnode_agent.kube_status import KubeStatusWriter
 
 log = logging.getLogger(__name__)
 

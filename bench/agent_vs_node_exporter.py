@@ -84,8 +84,17 @@ def wait_ready(url: str) -> None:
 
 
 def _duration_seconds(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk duration {text!r}")
+    return float(match.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[match.group(2)]
+
+
+def _field(pattern: str, out: str) -> str:
+    match = re.search(pattern, out, re.MULTILINE)
+    if match is None:
+        raise SystemExit(f"cannot read {pattern!r} from wrk's output:\n{out}")
+    return match.group(1)
 
 
 def run_wrk(url: str, connections: int, seconds: int, pid: int) -> Load:
@@ -110,9 +119,9 @@ def run_wrk(url: str, connections: int, seconds: int, pid: int) -> Load:
     ).stdout
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(pid) - before
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    p50 = _duration_seconds(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _duration_seconds(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(_field(r"(\d+) requests in", out))
+    p50 = _duration_seconds(_field(r"^\s+50%\s+(\S+)$", out))
+    p99 = _duration_seconds(_field(r"^\s+99%\s+(\S+)$", out))
     return Load(connections, requests, elapsed, p50, p99, cpu)
 
 

@@ -11,13 +11,13 @@ import logging
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 from esnode_agent.podresources import api_pb2, api_pb2_grpc
+from esnode_agent.podresources.pod_ref import PodRef
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +26,6 @@ NVIDIA_RESOURCE_PREFIX = "nvidia.com/"
 RPC_TIMEOUT_SECONDS = 5.0
 MAX_MESSAGE_BYTES = 16 * 2**20  # the kubelet's own limit for this API
 _REPLICA_SUFFIX = re.compile(r"::\d+$")  # time-sliced GPUs are advertised as GPU-<uuid>::<replica>
-
-
-@dataclass(frozen=True, slots=True)
-class PodRef:
-    """The container(s) holding a device; several holders (shared GPUs) are joined with commas."""
-
-    namespace: str
-    pod: str
-    container: str
 
 
 def holders_from_response(response: api_pb2.ListPodResourcesResponse) -> dict[str, PodRef]:
