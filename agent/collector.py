@@ -6,7 +6,7 @@ from typing import Protocol
 
 from esnode_agent.samples import SampleSink
 
-# Stages run in order; collectors within one stage run concurrently.
+# Stages run in order; only readers do I/O, so only they get threads and timeouts.
 STAGE_READ = 0  # read a source: procfs, sysfs, NVML, model servers
 STAGE_DERIVE = 1  # combine stage-0 samples: node power, degradation flags
 STAGE_ASSESS = 2  # judge derived values: power envelope, efficiency
@@ -19,8 +19,9 @@ class NoDataError(Exception):
 class Collector(Protocol):
     """Reads one source and writes samples; knows nothing of HTTP, Kubernetes or its peers.
 
-    Collectors of one ``stage`` run concurrently; a later stage sees earlier stages' samples
-    through ``sink.upstream`` (node power sums what RAPL, hwmon and GPUs reported).
+    Readers (STAGE_READ) run concurrently, each in a worker thread under a timeout; later stages
+    compute over earlier stages' samples (``sink.upstream``: node power sums what RAPL, hwmon and
+    GPUs reported) and run in order on the loop, doing no I/O.
     """
 
     name: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from email.utils import formatdate
 
 from esnode_agent import __version__
 from esnode_agent.exposition import Payload
@@ -12,9 +13,11 @@ from esnode_agent.publication import Latest
 from esnode_agent.status import status_view
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LANDING_PAGE = f"""<!doctype html>
 <html><head><title>esnode agent</title></head><body>
@@ -26,6 +29,33 @@ LANDING_PAGE = f"""<!doctype html>
 <li><a href="/healthz">/healthz</a> and <a href="/readyz">/readyz</a></li>
 </ul></body></html>
 """
+
+
+class DateHeader:
+    """Adds the Date header HTTP/1.1 asks of origin servers, formatted at most once a second."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._second = -1
+        self._value = b""
+
+    def _date(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._value = now, formatdate(now, usegmt=True).encode()
+        return self._value
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_date(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"date", self._date())]
+            await send(message)
+
+        await self._app(scope, receive, send_with_date)
 
 
 def _choose_payload(request: Request, text: Payload, openmetrics: Payload) -> Payload:
@@ -82,6 +112,7 @@ def create_app(latest: Latest, loop_alive: Callable[[], bool]) -> Starlette:
         return HTMLResponse(LANDING_PAGE)
 
     return Starlette(
+        middleware=[Middleware(DateHeader)],
         routes=[
             Route("/", landing),
             Route("/metrics", metrics),
@@ -90,5 +121,5 @@ def create_app(latest: Latest, loop_alive: Callable[[], bool]) -> Starlette:
             Route("/status", status),
             Route("/v1/status", status),
             Route("/events", events),
-        ]
+        ],
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from agent_process import RaplTree, agent, free_port
+from agent_process import RaplTree, agent, free_port, wait_until_ok
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +58,9 @@ def test_live_exposition_passes_promtool(agent_url: str, seed_names: set[str]) -
     promtool = shutil.which("promtool")
     assert promtool, "promtool is required (Debian package prometheus)"
     body = httpx.get(f"{agent_url}/metrics", timeout=5).content
-    result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30, check=False)
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30, check=False
+    )
     assert result.returncode == 0, result.stderr.decode()
 
 
@@ -127,3 +130,19 @@ def test_a_broken_source_fails_alone(tmp_path: Path, rapl: RaplTree) -> None:
     assert status["collectors"]["memory"]["success"] is False
     assert status["collectors"]["gpu"]["success"] is True
     assert status["collectors"]["rapl"]["success"] is True
+
+
+def test_sigterm_stops_the_agent_promptly(tmp_path: Path) -> None:
+    """Kubernetes sends SIGTERM on pod deletion; the agent has no timer that delays its exit."""
+    port = free_port()
+    args = [sys.executable, "-m", "esnode_agent", "--listen-address", f"127.0.0.1:{port}", "--no-enable-gpu"]
+    with (tmp_path / "agent.log").open("wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_ok(f"http://127.0.0.1:{port}/readyz")
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.wait(10)
+        finally:
+            process.kill()
+    assert time.monotonic() - started < 3

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from email.utils import parsedate_to_datetime
+
 import pytest
 from esnode_agent.publication import Latest
 from esnode_agent.samples import SampleIndex, SampleSink, gauge
@@ -75,3 +78,9 @@ def test_landing_page_links_every_endpoint(latest: Latest) -> None:
     page = _client(latest).get("/").text
     for path in ("/metrics", "/status", "/v1/status", "/events", "/healthz", "/readyz"):
         assert f'href="{path}"' in page
+
+
+def test_every_response_carries_a_current_date_header(latest: Latest) -> None:
+    response = _client(latest).get("/healthz")
+    sent = parsedate_to_datetime(response.headers["date"]).timestamp()
+    assert abs(sent - time.time()) < 2
