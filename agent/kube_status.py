@@ -36,7 +36,8 @@ class KubeStatusWriter:
         self._fleet_uid = fleet_uid
 
     def write_report(self, report: NodeReport) -> None:
-        body = {"status": report.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        # Nulls stay in: in a merge patch they delete what an earlier report said (an envelope removed).
+        body = {"status": report.model_dump(mode="json", by_alias=True)}
         try:
             self._patch_status(report.node_name, body)
         except ApiException as exc:

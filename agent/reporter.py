@@ -67,24 +67,16 @@ class Reporter:
         now = time.monotonic()
         if now < self._retry_at_seconds:
             return
-        report = build_report(snapshot, self._target.node_name, self._target.fleet)
+        report = build_report(
+            snapshot, self._target.node_name, self._target.fleet, self._policy.heartbeat_seconds
+        )
         reason = self._policy.reason_to_write(self._last, self._last_written_seconds, report, now)
         if reason is None:
             return
         try:
-            await asyncio.to_thread(self._write, report)
+            await asyncio.to_thread(self._writer.write_report, report)
         except Exception as exc:  # any API or network fault: retry later, keep collecting
-            self._failures += 1
-            delay = backoff_seconds(self._failures, self._rng)
-            self._retry_at_seconds = now + delay
-            log.warning(
-                "node report failed",
-                extra={
-                    "error": str(exc).splitlines()[0],
-                    "retry_seconds": round(delay, 1),
-                    "failures": self._failures,
-                },
-            )
+            self._back_off(now, exc)
             return
         if self._failures:
             log.info("node report recovered", extra={"failures": self._failures})
@@ -92,11 +84,28 @@ class Reporter:
         self._last, self._last_written_seconds = report, now
         self.writes += 1
         log.debug("node report written", extra={"reason": reason})
-
-    def _write(self, report: NodeReport) -> None:
-        self._writer.write_report(report)
         if self._target.node_condition and report.exceeded != self._condition_exceeded:
-            if self._condition_exceeded is not None:
-                self._condition_since = datetime.now(UTC)
-            self._writer.write_node_condition(report, self._condition_since)
-            self._condition_exceeded = report.exceeded
+            await self._write_condition(report)
+
+    def _back_off(self, now: float, exc: Exception) -> None:
+        self._failures += 1
+        delay = backoff_seconds(self._failures, self._rng)
+        self._retry_at_seconds = now + delay
+        log.warning(
+            "node report failed",
+            extra={
+                "error": str(exc).splitlines()[0],
+                "retry_seconds": round(delay, 1),
+                "failures": self._failures,
+            },
+        )
+
+    async def _write_condition(self, report: NodeReport) -> None:
+        """The Node condition on a flip (and once at start); a failure is retried with the next report."""
+        since = self._condition_since if self._condition_exceeded is None else datetime.now(UTC)
+        try:
+            await asyncio.to_thread(self._writer.write_node_condition, report, since)
+        except Exception as exc:  # e.g. the fleet's nodeCondition is off: no right to patch nodes/status
+            log.warning("node condition not set", extra={"error": str(exc).splitlines()[0]})
+            return
+        self._condition_exceeded, self._condition_since = report.exceeded, since

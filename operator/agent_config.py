@@ -34,6 +34,9 @@ def agent_settings(spec: FleetSpec) -> dict[str, Any]:
         "path_rootfs": HOST_ROOT,
         "log_level": spec.agent.log_level,
         "log_format": spec.agent.log_format,
+        "report_heartbeat_seconds": spec.report.heartbeat_seconds,
+        "report_power_step_watts": spec.report.power_step_watts,
+        "node_condition": spec.node_condition,
     }
     if spec.agent.collector_timeout_seconds is not None:
         settings["collector_timeout_seconds"] = spec.agent.collector_timeout_seconds

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from esnode_operator.agent_rbac import build_agent_role, build_agent_rolebinding
 from esnode_operator.configmap import build_configmap, config_hash
 from esnode_operator.daemonset import build_daemonsets
 from esnode_operator.fleet import Fleet
@@ -17,6 +18,8 @@ from esnode_operator.servicemonitor import build_servicemonitor
 class Children:
     configmap: dict[str, Any]
     serviceaccount: dict[str, Any]
+    role: dict[str, Any]
+    rolebinding: dict[str, Any]
     service: dict[str, Any]
     daemonsets: list[dict[str, Any]]
     servicemonitor: dict[str, Any] | None  # None: spec.serviceMonitor.enabled is false
@@ -24,7 +27,14 @@ class Children:
     @property
     def core(self) -> list[dict[str, Any]]:
         """In apply order: what the DaemonSets reference comes first."""
-        return [self.configmap, self.serviceaccount, self.service, *self.daemonsets]
+        return [
+            self.configmap,
+            self.serviceaccount,
+            self.role,
+            self.rolebinding,
+            self.service,
+            *self.daemonsets,
+        ]
 
 
 def desired_children(fleet: Fleet) -> Children:
@@ -33,6 +43,8 @@ def desired_children(fleet: Fleet) -> Children:
     return Children(
         configmap=configmap,
         serviceaccount=build_serviceaccount(fleet),
+        role=build_agent_role(fleet),
+        rolebinding=build_agent_rolebinding(fleet),
         service=build_service(fleet),
         daemonsets=build_daemonsets(fleet, config_hash(configmap)),
         servicemonitor=build_servicemonitor(fleet) if fleet.spec.service_monitor.enabled else None,

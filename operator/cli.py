@@ -12,6 +12,7 @@ import kopf
 from esnode_operator import handlers  # importing it registers the handlers with kopf
 from esnode_operator.crd import render_crds
 from esnode_operator.metrics import DEFAULT_METRICS_PORT
+from esnode_operator.node_status_access import DEFAULT_NODE_STATUS_BINDING
 
 PROG = "esnode-operator"
 COMMANDS = ("run", "crds")
@@ -54,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"port of the operator's /metrics (default {DEFAULT_METRICS_PORT}; 0: off)",
     )
     run.add_argument(
+        "--agent-node-status-binding",
+        metavar="NAME",
+        default=DEFAULT_NODE_STATUS_BINDING,
+        help="ClusterRoleBinding (operator/rbac/agents.yaml) listing the agents of fleets with "
+        f"spec.nodeCondition (default {DEFAULT_NODE_STATUS_BINDING})",
+    )
+    run.add_argument(
         "-L", "--liveness", metavar="URL", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
     )
     run.add_argument("-v", "--verbose", action="store_true")
@@ -79,7 +87,11 @@ def _run(args: argparse.Namespace) -> int:
     priority = args.priority
     if priority is None and not args.standalone:
         priority = random.randint(*_RANDOM_PRIORITY_RANGE)
-    memo = kopf.Memo(options=handlers.OperatorOptions(metrics_port=args.metrics_port))
+    memo = kopf.Memo(
+        options=handlers.OperatorOptions(
+            metrics_port=args.metrics_port, node_status_binding=args.agent_node_status_binding
+        )
+    )
     kopf.run(
         clusterwide=args.all_namespaces,
         namespaces=args.namespaces,

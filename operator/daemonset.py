@@ -68,7 +68,7 @@ def _pod_spec(fleet: Fleet, group: EnvelopeGroup) -> dict[str, Any]:
     spec = fleet.spec
     pod: dict[str, Any] = {
         "serviceAccountName": child_name(fleet.name),
-        "automountServiceAccountToken": False,
+        "automountServiceAccountToken": True,  # pod-bound: names the node, as agents.yaml's policy needs
         "hostPID": True,
         "hostNetwork": spec.host_network,
         "dnsPolicy": "ClusterFirstWithHostNet" if spec.host_network else "ClusterFirst",
@@ -118,10 +118,15 @@ def _probe(
 
 
 def _env(fleet: Fleet, group: EnvelopeGroup) -> list[dict[str, Any]]:
-    """The operator's variables, then the user's: a user entry of the same name replaces ours."""
+    """The operator's variables, then the user's: a user entry of the same name replaces ours.
+
+    Who the agent reports as (node, namespace, fleet) is here; how it reports is in the config file.
+    """
     env: dict[str, dict[str, Any]] = {
-        "NODE_NAME": {"valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-        "POD_NAMESPACE": {"valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        "ESNODE_NODE_NAME": {"valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        "ESNODE_NAMESPACE": {"valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        "ESNODE_FLEET": {"value": fleet.name},
+        "ESNODE_FLEET_UID": {"value": fleet.uid},
         "ESNODE_CONFIG": {"value": f"{CONFIG_MOUNT_PATH}/{CONFIG_FILE_NAME}"},
         "NVIDIA_VISIBLE_DEVICES": {"value": fleet.spec.gpu.visible_devices},
         "NVIDIA_DRIVER_CAPABILITIES": {"value": "utility"},  # NVML only: no compute, no graphics

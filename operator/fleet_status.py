@@ -18,6 +18,7 @@ NODE_CONFLICT = "NodeConflict"
 APPLY_REJECTED = "ApplyRejected"
 NO_MATCHING_NODES = "NoMatchingNodes"
 SERVICE_MONITOR_CRD_MISSING = "ServiceMonitorCRDMissing"
+AGENT_RBAC_MISSING = "AgentRBACMissing"
 UNSCHEDULABLE = "Unschedulable"
 
 MAX_MESSAGE_LENGTH = 32768  # metav1.Condition's limit
@@ -39,6 +40,7 @@ _PRIORITY = [
     *_WAITING_HINTS,
     UNSCHEDULABLE,
     NO_MATCHING_NODES,
+    AGENT_RBAC_MISSING,
     SERVICE_MONITOR_CRD_MISSING,
 ]
 
@@ -154,10 +156,12 @@ def build_status(
     }
 
 
-def _condition(type_: str, status: bool, reason: str, message: str) -> dict[str, Any]:
+def condition(type_: str, status: bool | None, reason: str, message: str) -> dict[str, Any]:
+    """A metav1.Condition without its times; status None is Unknown."""
     if len(message) > MAX_MESSAGE_LENGTH:
         message = message[: MAX_MESSAGE_LENGTH - 3] + "..."
-    return {"type": type_, "status": "True" if status else "False", "reason": reason, "message": message}
+    text = "Unknown" if status is None else "True" if status else "False"
+    return {"type": type_, "status": text, "reason": reason, "message": message}
 
 
 def _ready(
@@ -165,22 +169,22 @@ def _ready(
 ) -> dict[str, Any]:
     counts = observation.counts
     if ready:
-        return _condition("Ready", True, "AgentsReady", f"{counts.ready} of {counts.desired} agents ready")
+        return condition("Ready", True, "AgentsReady", f"{counts.ready} of {counts.desired} agents ready")
     if held:
-        return _condition("Ready", False, held[0].reason, held[0].message)
+        return condition("Ready", False, held[0].reason, held[0].message)
     if observation.settled and counts.desired == 0:
         reason = problems[0].reason if problems else NO_MATCHING_NODES
-        return _condition("Ready", False, reason, "no node runs an agent of this fleet")
+        return condition("Ready", False, reason, "no node runs an agent of this fleet")
     message = f"{counts.ready} of {counts.desired} agents ready, {counts.unavailable} unavailable"
-    return _condition("Ready", False, "AgentsNotReady", message)
+    return condition("Ready", False, "AgentsNotReady", message)
 
 
 def _progressing(observation: Observation, held: list[Problem]) -> dict[str, Any]:
     counts = observation.counts
     if held:
-        return _condition("Progressing", False, held[0].reason, "the spec is held; nothing is rolling out")
+        return condition("Progressing", False, held[0].reason, "the spec is held; nothing is rolling out")
     if observation.rolled_out or (observation.settled and counts.desired == 0):
-        return _condition(
+        return condition(
             "Progressing", False, "RolloutComplete", f"{counts.updated} agents run the current spec"
         )
     message = (
@@ -188,15 +192,26 @@ def _progressing(observation: Observation, held: list[Problem]) -> dict[str, Any
         if observation.daemonsets
         else "creating the DaemonSets"
     )
-    return _condition("Progressing", True, "RollingOut", message)
+    return condition("Progressing", True, "RollingOut", message)
 
 
 def _degraded(problems: list[Problem]) -> dict[str, Any]:
     if not problems:
-        return _condition("Degraded", False, "AsExpected", "no problem found")
-    return _condition("Degraded", True, problems[0].reason, "; ".join(p.message for p in problems))
+        return condition("Degraded", False, "AsExpected", "no problem found")
+    return condition("Degraded", True, problems[0].reason, "; ".join(p.message for p in problems))
 
 
 def status_differs(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Whether a patch would change anything: only the fields the operator owns count."""
-    return any(current.get(key) != value for key, value in desired.items())
+    """Whether applying ``desired`` would change anything: only its own fields and condition types count.
+
+    Two writers share the status (the reconciler and the power summary), each applying its own
+    conditions; a condition of the other's is no reason to write.
+    """
+    for key, value in desired.items():
+        if key == "conditions":
+            by_type = {c.get("type"): c for c in current.get("conditions") or []}
+            if [by_type.get(c["type"]) for c in value] != value:
+                return True
+        elif current.get(key) != value:
+            return True
+    return False

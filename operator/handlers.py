@@ -1,8 +1,11 @@
 """kopf handlers: thin, each hands one fleet to the Reconciler (in a thread: the client blocks).
 
-Triggers: the fleet itself (create, update, resume), a timer (drift nobody announced), and the
-fleet's DaemonSets and ConfigMap (deleted or edited by someone else: restored; a DaemonSet's
+Triggers: the fleet itself (create, update, resume, delete), a timer (drift nobody announced), and
+the fleet's DaemonSets and ConfigMap (deleted or edited by someone else: restored; a DaemonSet's
 status moved: status refreshed without re-applying).
+
+The agents' node reports (EsnodeNode objects) are indexed in memory by (namespace, fleet); one
+daemon per fleet turns its part of the index into the fleet's power summary (fleet_power.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+from esnode_operator.fleet_power import keep_power_status
 from esnode_operator.kube import Kube, KubeError, new_api_client
 from esnode_operator.metrics import DEFAULT_METRICS_PORT, OperatorMetrics
 from esnode_operator.names import (
@@ -23,10 +27,13 @@ from esnode_operator.names import (
     KIND,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
+    NODE_PLURAL,
     PLURAL,
     VERSION,
 )
-from esnode_operator.reconcile import Reconciler
+from esnode_operator.node_status_access import DEFAULT_NODE_STATUS_BINDING, NodeStatusAccess
+from esnode_operator.power_summary import NodeEntry, node_entry
+from esnode_operator.reconcile import FleetKey, Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,7 @@ class OperatorOptions:
     """What the command line decides beyond kopf's own options; put in the memo by cli.main."""
 
     metrics_port: int = DEFAULT_METRICS_PORT  # 0: no metrics endpoint
+    node_status_binding: str = DEFAULT_NODE_STATUS_BINDING
 
 
 def _reconciler(memo: kopf.Memo) -> Reconciler:
@@ -60,8 +68,13 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options = memo.get("options") or OperatorOptions()
     api_client = new_api_client()
     metrics = OperatorMetrics()
+    kube = Kube(api_client)
     memo["api_client"] = api_client
-    memo["reconciler"] = Reconciler(Kube(api_client), metrics)
+    memo["kube"] = kube
+    memo["metrics"] = metrics
+    memo["reconciler"] = Reconciler(
+        kube, metrics, node_status=NodeStatusAccess(kube, options.node_status_binding)
+    )
     if options.metrics_port:
         memo["metrics_server"], _thread = metrics.serve(options.metrics_port)
         log.info("serving operator metrics", extra={"port": options.metrics_port})
@@ -90,6 +103,15 @@ async def _reconcile(memo: kopf.Memo, body: Mapping[str, Any], trigger: str) -> 
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def fleet_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _reconcile(memo, body, trigger="fleet")
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def fleet_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    metadata = body["metadata"]
+    try:
+        await asyncio.to_thread(_reconciler(memo).release, metadata["namespace"], metadata["name"])
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=RETRY_DELAY_SECONDS) from exc
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_INTERVAL_SECONDS, initial_delay=RESYNC_INTERVAL_SECONDS)
@@ -137,3 +159,24 @@ async def daemonset_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **
 async def configmap_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED" or (type == "MODIFIED" and edited_by_others(body)):
         await _reconcile_owner(memo, body, trigger="configmap", full=True)
+
+
+@kopf.index(GROUP, VERSION, NODE_PLURAL)
+async def node_reports(body: kopf.Body, **_: Any) -> dict[FleetKey, NodeEntry] | None:
+    """Each EsnodeNode with a report, under its fleet; kopf drops an object's entry when it goes."""
+    entry = node_entry(body)
+    return None if entry is None else {(body["metadata"]["namespace"], entry.fleet): entry}
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+async def power_summary(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    reports: kopf.Index[FleetKey, NodeEntry] = kwargs["node_reports"]  # the index above, by its name
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    await keep_power_status(
+        memo["kube"],
+        memo["metrics"],
+        copy.deepcopy(dict(body)),
+        entries=lambda: list(reports.get(key, ())),
+        stopped=lambda: bool(stopped),
+        pause=stopped.wait,
+    )

@@ -1,7 +1,8 @@
 """The few Kubernetes API calls the operator makes, on plain dicts, over the official client.
 
 Synchronous (the official client blocks): async callers go through ``asyncio.to_thread``.
-Server-side apply is a PATCH with ``application/apply-patch+yaml`` (JSON is valid YAML).
+Server-side apply is a PATCH with ``application/apply-patch+yaml`` (JSON is valid YAML), for
+objects and for status alike.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from esnode_operator.names import API_VERSION, FIELD_MANAGER, KIND, PLURAL
+from esnode_operator.names import API_VERSION, FIELD_MANAGER, KIND, NODE_KIND, NODE_PLURAL, PLURAL
 from kubernetes import client, config
 
 REQUEST_TIMEOUT_SECONDS = (5.0, 30.0)  # connect, read
@@ -24,8 +25,12 @@ _RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("v1", "Pod"): ("pods", True),
     ("v1", "Node"): ("nodes", False),
     ("apps/v1", "DaemonSet"): ("daemonsets", True),
+    ("rbac.authorization.k8s.io/v1", "Role"): ("roles", True),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rolebindings", True),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): ("clusterrolebindings", False),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ("servicemonitors", True),
     (API_VERSION, KIND): (PLURAL, True),
+    (API_VERSION, NODE_KIND): (NODE_PLURAL, True),
 }
 
 
@@ -136,12 +141,26 @@ class Kube:
         body = {"propagationPolicy": "Background", "preconditions": {"uid": obj["metadata"]["uid"]}}
         self.request("DELETE", object_path(obj), body=body)
 
-    def merge_patch_status(self, obj: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    def apply_status(
+        self, obj: Mapping[str, Any], status: Mapping[str, Any], field_manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply of the status fields ``field_manager`` owns; others' fields stay.
+
+        Conditions are a list keyed by type, so each manager's conditions survive the other's apply.
+        """
+        metadata = obj["metadata"]
+        body = {
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
+            "status": status,
+        }
         return self.request(
             "PATCH",
             object_path(obj) + "/status",
-            body={"status": status},
-            content_type="application/merge-patch+json",
+            query={"fieldManager": field_manager, "force": "true"},
+            body=body,
+            content_type="application/apply-patch+yaml",
         )
 
 

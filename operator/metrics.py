@@ -41,7 +41,12 @@ class OperatorMetrics:
         )
         self.status_patches = Counter(
             "esnode_operator_status_patches_total",
-            "Fleet status writes (only made when something changed)",
+            "Fleet status writes by the reconciler (only made when something changed)",
+            registry=self.registry,
+        )
+        self.power_status_patches = Counter(
+            "esnode_operator_power_status_patches_total",
+            "Fleet power summary writes (at most one per fleet per second, only on change)",
             registry=self.registry,
         )
 

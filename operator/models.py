@@ -1,4 +1,4 @@
-"""The EsnodeFleet API (esnode.io/v1alpha1): spec and status as typed models.
+"""The esnode.io/v1alpha1 API: EsnodeFleet spec and status, EsnodeNode spec, as typed models.
 
 Field names are snake_case in Python and camelCase on the wire (Kubernetes conventions). The CRD's
 OpenAPI schema is generated from these models (``crd.py``), so bounds, enums and CEL rules written
@@ -265,6 +265,17 @@ class ServiceMonitorSpec(CamelModel):
         return self
 
 
+class ReportSettings(CamelModel):
+    """How often each agent writes its node report (its EsnodeNode status) to the cluster."""
+
+    heartbeat_seconds: float = Field(
+        60.0, ge=5, le=3600, description="Report at least this often; a node silent for 3 heartbeats is stale"
+    )
+    power_step_watts: float = Field(
+        50.0, gt=0, le=MAX_WATTS, description="Report early when node power moves by more than this"
+    )
+
+
 class AgentSettings(CamelModel):
     """Agent settings without a place of their own in the spec; set any other key with env ESNODE_<KEY>."""
 
@@ -316,6 +327,12 @@ class FleetSpec(CamelModel):
     gpu: GpuOptions = Field(default=GpuOptions())
     power_envelope: PowerEnvelope = Field(default=PowerEnvelope())
     service_monitor: ServiceMonitorSpec = Field(default=ServiceMonitorSpec())
+    report: ReportSettings = Field(default=ReportSettings())
+    node_condition: bool = Field(
+        False,
+        description="Agents also set the Node condition EsnodePowerEnvelopeExceeded on their own node "
+        "(grants them patch on nodes/status)",
+    )
     agent: AgentSettings = Field(default=AgentSettings())
     env: list[EnvVar] = Field(
         default=[],
@@ -350,7 +367,7 @@ def default_image() -> str:
 
 # ----------------------------------------------------------------------------------------- status
 
-ConditionType = Literal["Ready", "Progressing", "Degraded"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "EnvelopeExceeded"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 FleetState = Literal["Ready", "Progressing", "Degraded"]
 
@@ -377,16 +394,31 @@ class DaemonSetCounts(CamelModel):
     unavailable: int = Field(0, ge=0)
 
 
-class PowerSummary(CamelModel):
-    """Fleet-wide power picture, from the agents' node reports (filled when reports exist)."""
+MAX_NAMED_NODES = 10
+NodeName = Annotated[str, StringConstraints(max_length=253)]
 
-    nodes_reporting: int | None = Field(None, ge=0)
-    nodes_stale: int | None = Field(None, ge=0)
-    nodes_over_envelope: int | None = Field(None, ge=0)
-    over_envelope_nodes: list[str] | None = None
-    total_power_watts: float | None = Field(None, ge=0)
-    total_gpus: int | None = Field(None, ge=0)
-    total_gpu_power_watts: float | None = Field(None, ge=0)
+
+class PowerSummary(CamelModel):
+    """Fleet-wide power picture from the agents' EsnodeNode reports; only fresh reports count."""
+
+    nodes_reporting: int = Field(
+        0, ge=0, description="Nodes whose last report is fresh (within 3 heartbeats)"
+    )
+    nodes_stale: int = Field(0, ge=0, description="Nodes whose last report is older than 3 heartbeats")
+    stale_nodes: list[NodeName] = Field(
+        default=[], max_length=MAX_NAMED_NODES, description=f"The first {MAX_NAMED_NODES} stale nodes"
+    )
+    nodes_over_envelope: int = Field(0, ge=0, description="Reporting nodes drawing more than their envelope")
+    over_envelope_nodes: list[NodeName] = Field(
+        default=[], max_length=MAX_NAMED_NODES, description=f"The first {MAX_NAMED_NODES} of those"
+    )
+    total_power_watts: float | None = Field(
+        None, ge=0, description="Node power summed over reporting nodes that measure it"
+    )
+    total_gpus: int = Field(0, ge=0, description="GPUs on reporting nodes")
+    total_gpu_power_watts: float | None = Field(
+        None, ge=0, description="GPU power summed over reporting nodes"
+    )
 
 
 class FleetStatus(CamelModel):
@@ -399,3 +431,15 @@ class FleetStatus(CamelModel):
     )
     daemon_set: DaemonSetCounts | None = None
     power: PowerSummary | None = None
+
+
+# ------------------------------------------------------------------------------------ EsnodeNode
+
+
+class NodeReportSpec(CamelModel):
+    """An EsnodeNode's spec: whose report it is. Its status is the agent's NodeReport (esnode_agent.node_report)."""
+
+    node_name: NodeName = Field(min_length=1, description="The Node this report describes")
+    fleet: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
+        description="The EsnodeFleet whose agent writes it"
+    )

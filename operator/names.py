@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from esnode_agent.node_report import ESNODE_NODE_KIND, ESNODE_NODE_PLURAL
+
 GROUP = "esnode.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -9,8 +11,16 @@ KIND = "EsnodeFleet"
 PLURAL = "esnodefleets"
 SINGULAR = "esnodefleet"
 SHORT_NAMES = ("esf",)
+# The agents' node reports; the agent owns the kind's name (it writes the objects).
+NODE_KIND = ESNODE_NODE_KIND
+NODE_PLURAL = ESNODE_NODE_PLURAL
+NODE_SINGULAR = NODE_KIND.lower()
+NODE_SHORT_NAMES = ("esn",)
 
 FIELD_MANAGER = "esnode-operator"
+# The fleet power summary is applied under a manager of its own, so that it and the reconciler
+# each own their own status fields and conditions (server-side apply merges them by type).
+POWER_FIELD_MANAGER = "esnode-operator-power"
 
 # Fleet names are bounded so that every child name stays a valid DNS label (63 characters).
 MAX_FLEET_NAME_LENGTH = 40

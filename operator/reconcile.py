@@ -4,7 +4,8 @@ Synchronous, one fleet at a time per fleet (a lock each); handlers run it in a t
 pass checks the spec and node conflicts, dry-runs every child and applies them only if the
 apiserver accepts all of them (nothing half-applied), prunes DaemonSets of envelope groups that
 no longer exist, then observes. A held fleet keeps the children it had: nothing that was working
-is deleted because of a bad update. An observe-only pass (a DaemonSet's status moved) reuses the
+is deleted because of a bad update. A full pass also lists (or unlists) the fleet's agents in the
+shared node-status binding (node_status_access.py). An observe-only pass (a DaemonSet's status moved) reuses the
 last full pass's findings for the same generation.
 """
 
@@ -36,6 +37,7 @@ from esnode_operator.fleet_status import (
 from esnode_operator.kube import Kube, KubeError
 from esnode_operator.metrics import OperatorMetrics
 from esnode_operator.names import API_VERSION, KIND, child_name, fleet_selector
+from esnode_operator.node_status_access import NodeStatusAccess
 from esnode_operator.placement import PlacementError
 from esnode_operator.servicemonitor import SERVICEMONITOR_API_VERSION
 from pydantic import ValidationError
@@ -76,9 +78,16 @@ def describe_validation(exc: ValidationError, prefix: str = "spec") -> str:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, metrics: OperatorMetrics, clock: Callable[[], str] = utc_now) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        metrics: OperatorMetrics,
+        clock: Callable[[], str] = utc_now,
+        node_status: NodeStatusAccess | None = None,
+    ) -> None:
         self._kube = kube
         self._metrics = metrics
+        self._node_status = node_status or NodeStatusAccess(kube)
         self._clock = clock
         self._guard = threading.Lock()
         self._locks: dict[FleetKey, threading.Lock] = {}
@@ -114,6 +123,11 @@ class Reconciler:
             raise
         return self.reconcile(body, trigger=trigger, full=full)
 
+    def release(self, namespace: str, name: str) -> None:
+        """A fleet is being deleted: take back what its children cannot take with them."""
+        self._node_status.grant(namespace, name, granted=False)
+        self.forget((namespace, name))
+
     def forget(self, key: FleetKey) -> None:
         with self._guard:
             self._locks.pop(key, None)
@@ -144,7 +158,7 @@ class Reconciler:
         status = build_status(generation, observation, problems, previous, self._clock())
         patched = status_differs(previous, status)
         if patched:
-            self._kube.merge_patch_status(body, status)
+            self._kube.apply_status(body, status)
             self._metrics.status_patches.inc()
             log.info(
                 "fleet status changed",
@@ -168,7 +182,11 @@ class Reconciler:
             return (Problem(INVALID_SPEC, str(exc), holds=True),)
         except ValidationError as exc:  # the agent's own config model refused the rendering
             return (Problem(INVALID_SPEC, "agent config: " + describe_validation(exc, "agent"), holds=True),)
-        return self._apply(fleet, children)
+        problems = self._apply(fleet, children)
+        if any(p.holds for p in problems):
+            return problems
+        access = self._node_status.grant(fleet.namespace, fleet.name, fleet.spec.node_condition)
+        return (*problems, access) if access else problems
 
     def _node_conflict(self, fleet: Fleet) -> Problem | None:
         """Nodes an older fleet in the namespace also selects (judged by nodeSelector)."""
@@ -203,8 +221,10 @@ class Reconciler:
         monitor_missing = False
         refused: list[str] = []
         for obj in [*children.core, *([monitor] if monitor else [])]:
+            # The agents' Role grants nothing until bound, and the dry run of its RoleBinding reads
+            # it (RBAC checks the operator holds what it binds), so the Role is applied for real.
             try:
-                self._kube.apply(obj, dry_run=True)
+                self._kube.apply(obj, dry_run=obj is not children.role)
             except KubeError as exc:
                 if obj is monitor and exc.status == 404:
                     monitor_missing = True

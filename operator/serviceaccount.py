@@ -1,4 +1,7 @@
-"""The agents' ServiceAccount: an identity of their own, bound to no rights."""
+"""The agents' ServiceAccount: an identity of their own, bound only to their node-report rights (agent_rbac.py).
+
+Its token is mounted by the agent pods alone (they ask for it); other pods using it get none.
+"""
 
 from __future__ import annotations
 

@@ -130,7 +130,8 @@ def test_defaults_render_operator_fleet_rules_and_dashboards(helm_binary: Path) 
     kinds = sorted(doc["kind"] for doc in docs)
     assert kinds == sorted(
         ["ServiceAccount", "Service", "ServiceMonitor", "Deployment"]
-        + ["ClusterRole", "ClusterRoleBinding"] * 2
+        + ["ClusterRole", "ClusterRoleBinding"] * 3  # the operator's two, the agents' node-status one
+        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
         + ["ClusterKopfPeering", "EsnodeFleet", "PrometheusRule"]
         + ["ConfigMap"] * len(list(DASHBOARDS.glob("*.json")))
     )
@@ -177,7 +178,11 @@ def operator_rbac() -> list[dict[str, Any]]:
 def test_cluster_roles_have_the_operators_rules_and_bind_its_account(helm_binary: Path) -> None:
     expected = rbac_rules_from(operator_rbac())
     assert expected, "operator/rbac/operator.yaml holds no ClusterRole rules"
-    docs = render(helm_binary)
+    docs = [
+        d
+        for d in render(helm_binary)
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") != "agent"
+    ]
     assert rbac_rules_from(docs) == expected
     (account,) = of_kind(docs, "ServiceAccount")
     subject = {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": RELEASE_NAMESPACE}
@@ -187,6 +192,33 @@ def test_cluster_roles_have_the_operators_rules_and_bind_its_account(helm_binary
     assert {b["roleRef"]["name"] for b in bindings} == {
         r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")
     }
+
+
+def test_agents_objects_are_renamed_per_release_and_the_operator_is_told_the_binding(
+    helm_binary: Path,
+) -> None:
+    """operator/rbac/agents.yaml, renamed like the operator's roles; its names stay consistent throughout."""
+    shipped = [d for d in yaml.safe_load_all((REPO / "operator" / "rbac" / "agents.yaml").read_text()) if d]
+    docs = [
+        d
+        for d in render(helm_binary, "--set", "fullnameOverride=gpu")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "agent"
+    ]
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        (d["kind"], d["metadata"]["name"].replace("esnode-agent-", "gpu-agent-")) for d in shipped
+    ]
+    by_kind = {d["kind"]: d for d in docs}
+    binding = by_kind["ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == by_kind["ClusterRole"]["metadata"]["name"]
+    assert "subjects" not in binding  # the operator's to fill; an upgrade must not reset them
+    assert by_kind["ValidatingAdmissionPolicyBinding"]["spec"]["policyName"] == "gpu-agent-own-node"
+    operator_docs = render(helm_binary, "--set", "fullnameOverride=gpu")
+    assert (
+        f"--agent-node-status-binding={binding['metadata']['name']}"
+        in operator_container(operator_docs)["args"]
+    )
+    names = {n for rule in rbac_rules_from(operator_docs) for n in rule.get("resourceNames", [])}
+    assert names == {binding["metadata"]["name"]}
 
 
 def test_monitoring_objects_wait_for_the_prometheus_operator_api(helm_binary: Path) -> None:
@@ -221,7 +253,10 @@ def test_namespaced_values_peer_in_each_watched_namespace(helm_binary: Path) -> 
     role_bindings = of_kind(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in role_bindings) == ["gpu-inference", "gpu-training"]
     assert {b["roleRef"]["name"] for b in role_bindings} == {"esnode-operator"}
-    assert [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == ["esnode-operator-cluster"]
+    assert [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == [
+        "esnode-agent-node-status",  # the agents' (its subjects are the operator's to fill)
+        "esnode-operator-cluster",
+    ]
 
 
 def test_fleet_spec_is_passed_through(helm_binary: Path) -> None:

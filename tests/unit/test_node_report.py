@@ -7,11 +7,13 @@ import random
 from typing import Any
 
 import pytest
+from esnode_agent.kube_status import KubeStatusWriter
 from esnode_agent.node_report import MAX_GPUS_IN_REPORT, NodeReport, build_report
 from esnode_agent.report_policy import ReportPolicy
 from esnode_agent.reporter import Reporter, ReportTarget, backoff_seconds
 from esnode_agent.samples import SampleIndex, SampleSink, gauge
 from esnode_agent.snapshot import Snapshot
+from kubernetes import client
 
 NODE_POWER = gauge("esnode_node_power_watts", "")
 SOURCE = gauge("esnode_node_power_source_info", "", "source")
@@ -47,7 +49,7 @@ def snapshot(
 
 
 def report(**kwargs: Any) -> NodeReport:
-    return build_report(snapshot(**kwargs), "gpu-node-1", "fleet-a")
+    return build_report(snapshot(**kwargs), "gpu-node-1", "fleet-a", heartbeat_seconds=60)
 
 
 def test_report_carries_power_envelope_gpus_and_degradation() -> None:
@@ -64,6 +66,7 @@ def test_report_carries_power_envelope_gpus_and_degradation() -> None:
     status = built.model_dump(mode="json", by_alias=True, exclude_none=True)
     assert status["nodePowerWatts"] == 4200.0
     assert status["lastReportTime"] == "2027-01-15T08:00:00Z"
+    assert status["heartbeatSeconds"] == 60  # the operator judges staleness by the agent's own pace
 
 
 def test_report_size_is_bounded_however_many_gpus() -> None:
@@ -135,3 +138,45 @@ async def test_reporter_backs_off_then_reports_and_sets_the_condition_on_flips()
     task.cancel()
     assert [r.exceeded for r in writer.reports] == [False, True, False]
     assert writer.conditions == [False, True, False]
+
+
+async def test_a_refused_node_condition_does_not_hold_back_the_report() -> None:
+    """A fleet without nodeCondition grants no nodes/status: the report still goes out, every time."""
+    writer = FlakyWriter(failures=0)
+
+    def refuse(_report: NodeReport, _since: object) -> None:
+        raise PermissionError("nodes/status is forbidden")
+
+    writer.write_node_condition = refuse  # type: ignore[method-assign]
+    policy = ReportPolicy(heartbeat_seconds=60, power_step_watts=50, min_interval_seconds=0)
+    reporter = Reporter(writer, policy, ReportTarget("gpu-node-1", "fleet-a", node_condition=True))  # type: ignore[arg-type]
+    task = asyncio.create_task(reporter.run_forever())
+    for power in (3000.0, 4100.0):
+        reporter.offer(snapshot(power=power))
+        await asyncio.sleep(0.05)
+    task.cancel()
+    assert [r.exceeded for r in writer.reports] == [False, True]
+    assert reporter._failures == 0  # no backoff: the report itself was fine
+
+
+class RecordingObjects:
+    """The custom-objects API at the writer's boundary: records status patches."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    def patch_namespaced_custom_object_status(self, *args: Any, _content_type: str) -> None:
+        assert _content_type == "application/merge-patch+json"
+        self.bodies.append(args[-1])
+
+
+def test_a_value_that_went_away_is_removed_from_the_status() -> None:
+    """Merge patch keeps what a patch leaves out, so the writer sends null for what is now unknown."""
+    writer = KubeStatusWriter(client.ApiClient(), "monitoring", fleet_uid=None)
+    objects = RecordingObjects()
+    writer._objects = objects  # type: ignore[assignment]
+    without_envelope = report().model_copy(update={"envelope_watts": None, "headroom_watts": None})
+    writer.write_report(without_envelope)
+    status = objects.bodies[0]["status"]
+    assert status["envelopeWatts"] is None and status["headroomWatts"] is None
+    assert status["nodePowerWatts"] == 3000.0

@@ -11,6 +11,7 @@ import pytest
 from esnode_agent.config import AgentConfig
 from esnode_agent.config_sources import CONFIG_FILE_ENV, load_config
 from esnode_operator.agent_config import agent_settings, render_config_toml
+from esnode_operator.children import desired_children
 from esnode_operator.configmap import build_configmap, config_hash
 from esnode_operator.fleet import Fleet
 from esnode_operator.models import FleetSpec
@@ -147,3 +148,28 @@ def test_toml_header_is_a_comment_and_odd_keys_are_quoted() -> None:
     text = dumps_flat({"a.b": 1, "plain_key": 2}, header="line one\nline two")
     assert text.startswith("# line one\n# line two\n")
     assert tomllib.loads(text) == {"a.b": 1, "plain_key": 2}
+
+
+def test_a_fleets_agents_know_whom_to_report_as_and_how_often(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pod's env (downward API resolved as the kubelet does) over the rendered config file."""
+    subject = fleet({"report": {"heartbeatSeconds": 30, "powerStepWatts": 100}, "nodeCondition": True})
+    [daemonset] = desired_children(subject).daemonsets
+    downward = {"spec.nodeName": "gpu-node-7", "metadata.namespace": "monitoring"}
+    path = tmp_path / "esnode.toml"
+    path.write_text(build_configmap(subject)["data"]["esnode.toml"])
+    for name in [n for n in os.environ if n.startswith("ESNODE_")]:
+        monkeypatch.delenv(name)
+    for variable in daemonset["spec"]["template"]["spec"]["containers"][0]["env"]:
+        value = variable.get("value") or downward.get(
+            variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")
+        )
+        if value is not None:
+            monkeypatch.setenv(variable["name"], value)
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(path))
+    config = load_config({}, cwd=tmp_path).config
+    assert (config.node_name, config.namespace) == ("gpu-node-7", "monitoring")
+    assert (config.fleet, config.fleet_uid) == ("gpus", "uid-1")
+    assert (config.report_heartbeat_seconds, config.report_power_step_watts) == (30, 100)
+    assert config.node_condition is True

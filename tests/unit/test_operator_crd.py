@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
+from esnode_agent.node_report import NodeReport
 from esnode_operator.cli import main
-from esnode_operator.crd import fleet_crd, render_crds
+from esnode_operator.crd import fleet_crd, node_crd, render_crds
 from esnode_operator.models import FleetSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +46,7 @@ def test_crds_command_writes_the_files(tmp_path: Path, capsys: pytest.CaptureFix
     documents = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
     assert {d["metadata"]["name"] for d in documents} == {
         "esnodefleets.esnode.io",
+        "esnodenodes.esnode.io",
         "clusterkopfpeerings.kopf.dev",
         "kopfpeerings.kopf.dev",
     }
@@ -119,7 +121,7 @@ def test_validation_rules_and_printer_columns() -> None:
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns == {
         "Ready": ".status.readyText",
-        "Nodes": ".status.daemonSet.desired",
+        "Nodes": ".status.power.nodesReporting",
         "Power": ".status.power.totalPowerWatts",
         "Over-Envelope": ".status.power.nodesOverEnvelope",
         "Status": ".status.state",
@@ -127,3 +129,28 @@ def test_validation_rules_and_printer_columns() -> None:
     }
     names = fleet_crd()["spec"]["names"]
     assert names["shortNames"] == ["esf"] and fleet_crd()["spec"]["scope"] == "Namespaced"
+
+
+def test_the_node_report_crd_carries_the_agents_report_as_status() -> None:
+    """EsnodeNode: namespaced, short name esn, status is the agent's NodeReport (same fields, camelCase)."""
+    crd = node_crd()
+    assert crd["metadata"]["name"] == "esnodenodes.esnode.io"
+    assert (crd["spec"]["scope"], crd["spec"]["names"]["kind"]) == ("Namespaced", "EsnodeNode")
+    assert crd["spec"]["names"]["shortNames"] == ["esn"]
+    [version] = crd["spec"]["versions"]
+    schema = version["schema"]["openAPIV3Schema"]
+    status = schema["properties"]["status"]
+    assert set(status["properties"]) == {field.alias for field in NodeReport.model_fields.values()}
+    assert status["properties"]["lastReportTime"]["format"] == "date-time"
+    assert status["properties"]["gpus"]["maxItems"] == 16
+    assert schema["properties"]["spec"]["required"] == ["nodeName", "fleet"]
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: (c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]}
+    assert columns == {
+        "Node": ("string", ".spec.nodeName"),
+        "Power": ("number", ".status.nodePowerWatts"),
+        "Envelope": ("number", ".status.envelopeWatts"),
+        "Exceeded": ("boolean", ".status.exceeded"),
+        "GPUs": ("integer", ".status.gpuCount"),
+        "Last-Seen": ("date", ".status.lastReportTime"),
+    }

@@ -61,10 +61,11 @@ def test_agents_run_privileged_with_the_hosts_view() -> None:
     assert mounts["config"]["mountPath"] == "/etc/esnode"
 
 
-def test_agent_environment_names_its_node_namespace_config_and_gpus() -> None:
+def test_agent_environment_names_its_node_namespace_fleet_config_and_gpus() -> None:
     variables = env(only_daemonset({"gpu": {"visibleDevices": "0,1"}}))
-    assert variables["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
-    assert variables["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert variables["ESNODE_NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert variables["ESNODE_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert (variables["ESNODE_FLEET"], variables["ESNODE_FLEET_UID"]) == ("gpus", "uid-1")
     assert variables["ESNODE_CONFIG"] == "/etc/esnode/esnode.toml"
     assert variables["NVIDIA_VISIBLE_DEVICES"] == "0,1"
 
@@ -215,8 +216,33 @@ def test_service_is_headless_on_the_metrics_port_and_selects_every_agent() -> No
     ]
     [daemonset] = children.daemonsets
     assert service["spec"]["selector"].items() <= daemonset["spec"]["template"]["metadata"]["labels"].items()
+    # Only the agent pods mount a token (pod-bound, naming their node); other users of the account get none.
     assert children.serviceaccount["automountServiceAccountToken"] is False
+    assert pod(daemonset)["automountServiceAccountToken"] is True
     assert pod(daemonset)["serviceAccountName"] == children.serviceaccount["metadata"]["name"]
+
+
+def test_agents_may_write_their_node_reports_in_the_fleets_namespace_and_nothing_else() -> None:
+    children = desired_children(fleet({}))
+    role, binding = children.role, children.rolebinding
+    assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "monitoring")
+    assert role["rules"] == [
+        {"apiGroups": ["esnode.io"], "resources": ["esnodenodes"], "verbs": ["get", "create", "patch"]},
+        {"apiGroups": ["esnode.io"], "resources": ["esnodenodes/status"], "verbs": ["get", "patch"]},
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "esnode-gpus",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "esnode-gpus", "namespace": "monitoring"}
+    ]
+    for obj in (role, binding):
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"  # collected with the fleet
+    # applied before the DaemonSets whose agents use them
+    order = [obj["kind"] for obj in children.core]
+    assert order.index("RoleBinding") < order.index("DaemonSet")
 
 
 def test_servicemonitor_scrapes_the_service_at_the_agents_pace() -> None:

@@ -2,7 +2,8 @@
 """Copy into the chart what Helm cannot read from outside it, and derive fleet.spec's values schema.
 
 Helm's .Files and crds/ only see the chart's own folder, so the chart carries copies of the CRDs,
-the Prometheus rules, the dashboards and the operator's RBAC rules; tests/unit/test_chart_files.py
+the Prometheus rules, the dashboards, the operator's RBAC rules and the agents' cluster-wide RBAC and
+admission policy; tests/unit/test_chart_files.py
 fails while a copy differs. Run from anywhere: `python charts/esnode/hack/sync_files.py`.
 """
 
@@ -23,6 +24,7 @@ COPIES = (
     (REPO / "rules", "esnode-rules.yaml", CHART / "files"),
     (REPO / "dashboards", "*.json", CHART / "files" / "dashboards"),
     (REPO / "operator" / "rbac", "operator.yaml", CHART / "files" / "rbac"),
+    (REPO / "operator" / "rbac", "agents.yaml", CHART / "files" / "rbac"),
 )
 FLEET_CRD = REPO / "crds" / "esnodefleet.yaml"
 VALUES_SCHEMA = CHART / "values.schema.json"

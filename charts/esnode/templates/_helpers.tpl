@@ -22,6 +22,12 @@ characters so that "<fullname>-operator-metrics" stays a valid DNS label. */}}
 {{- printf "%s-operator" (include "esnode.fullname" .) }}
 {{- end }}
 
+{{/* operator/rbac/agents.yaml's objects are named esnode-agent-<x>; in a release, <fullname>-agent-<x>
+(the release named esnode keeps the file's names). */}}
+{{- define "esnode.agentPrefix" -}}
+{{- printf "%s-agent-" (include "esnode.fullname" .) }}
+{{- end }}
+
 {{/* Labels on every object of the release. */}}
 {{- define "esnode.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
@@ -71,6 +77,9 @@ app.kubernetes.io/component: operator
 - --standalone
 {{- end }}
 - --metrics-port={{ .Values.operator.metricsPort }}
+{{- if .Values.rbac.create }}
+- --agent-node-status-binding={{ include "esnode.agentPrefix" . }}node-status
+{{- end }}
 - --liveness=http://0.0.0.0:{{ .Values.operator.healthPort }}/healthz
 {{- if .Values.operator.verbose }}
 - --verbose
