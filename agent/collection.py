@@ -120,7 +120,7 @@ class CollectionLoop:
             elif run.error is not None:
                 log.log(
                     logging.INFO if run.quiet else logging.WARNING,
-                    "collector failed",
+                    "collector has no data here" if run.quiet else "collector failed",
                     extra={"collector": name, "error": run.error},
                 )
         self._last_error[name] = run.error
