@@ -319,24 +319,39 @@ def test_an_agent_may_write_only_its_own_node(cluster: Cluster, tmp_path: Path) 
     cluster.wait("the operator to grant nodes/status", lambda: _bound(cluster, "own"))
     pods = agent_pods(cluster, "own")
     on_node_1 = pod_token(cluster, "own", pods["kwok-node-1"], tmp_path / "node-1.kubeconfig")
-    for node in ("kwok-node-1", "kwok-node-2"):
-        report = {
-            "apiVersion": "esnode.io/v1alpha1",
-            "kind": "EsnodeNode",
-            "metadata": {"name": node},
-            "spec": {"nodeName": node, "fleet": "own"},
-        }
-        result = as_identity(
-            cluster, on_node_1, "create", "-n", cluster.namespace, "-f", "-", input=json.dumps(report)
+
+    def esnode_node(name: str, fleet: str = "own") -> str:
+        spec = {"nodeName": name, "fleet": fleet}
+        return json.dumps(
+            {
+                "apiVersion": "esnode.io/v1alpha1",
+                "kind": "EsnodeNode",
+                "metadata": {"name": name},
+                "spec": spec,
+            }
         )
+
+    # Its own node's object, but for another fleet (another fleet's summary): refused.
+    result = as_identity(
+        cluster,
+        on_node_1,
+        "create",
+        "-n",
+        cluster.namespace,
+        "-f",
+        "-",
+        input=esnode_node("kwok-node-1", "other"),
+    )
+    assert "may not create an EsnodeNode for another node or fleet" in result.stderr, result.stderr
+    for node in ("kwok-node-1", "kwok-node-2"):
+        report = esnode_node(node)
+        result = as_identity(cluster, on_node_1, "create", "-n", cluster.namespace, "-f", "-", input=report)
         if node == "kwok-node-1":
             assert result.returncode == 0, result.stderr
         else:
             assert result.returncode != 0
             assert "may not write esnodenodes kwok-node-2" in result.stderr, result.stderr
-            cluster.env.kubectl(
-                "create", "-n", cluster.namespace, "-f", "-", input=json.dumps(report)
-            )  # as admin
+            cluster.env.kubectl("create", "-n", cluster.namespace, "-f", "-", input=report)  # as admin
     status = {
         "fleet": "own",
         "agentVersion": "test",
@@ -353,6 +368,11 @@ def test_an_agent_may_write_only_its_own_node(cluster: Cluster, tmp_path: Path) 
         cluster, on_node_1, "patch", "esnodenode", "kwok-node-1", "-n", cluster.namespace, *patch
     )
     assert own.returncode == 0, own.stderr
+    moved = as_identity(
+        cluster, on_node_1, "patch", "esnodenode", "kwok-node-1", "-n", cluster.namespace,
+        "--type=merge", "-p", json.dumps({"spec": {"fleet": "other"}}),
+    )  # fmt: skip
+    assert "may not change the spec of EsnodeNode kwok-node-1" in moved.stderr, moved.stderr
     other = as_identity(
         cluster, on_node_1, "patch", "esnodenode", "kwok-node-2", "-n", cluster.namespace, *patch
     )

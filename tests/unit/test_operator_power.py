@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import kopf
 import pytest
 from esnode_operator.fleet_power import PowerStatus, keep_power_status
 from esnode_operator.fleet_status import build_status, observe_daemonsets, status_differs
+from esnode_operator.handlers import node_reports
 from esnode_operator.kube import KubeError
 from esnode_operator.metrics import OperatorMetrics
 from esnode_operator.models import FleetStatus
@@ -67,6 +69,14 @@ def test_a_report_is_parsed_and_one_without_a_status_is_not_counted() -> None:
     created_only = report_body("n2")
     del created_only["status"]
     assert node_entry(created_only) is None
+
+
+def test_the_index_files_each_report_under_its_namespace_and_fleet() -> None:
+    body = report_body("n1")
+    filed = asyncio.run(node_reports(body=kopf.Body(cast(kopf.RawBody, body))))
+    assert filed == {("monitoring", "gpus"): entry("n1")}
+    del body["status"]
+    assert asyncio.run(node_reports(body=kopf.Body(cast(kopf.RawBody, body)))) is None
 
 
 def test_totals_count_only_fresh_reports() -> None:
