@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 ENVELOPE_CONDITION = "EnvelopeExceeded"
-DEFAULT_HEARTBEAT_SECONDS = 60.0  # what an agent uses unless told otherwise
 
 
 class NodeEntry(BaseModel):
@@ -33,7 +32,7 @@ class NodeEntry(BaseModel):
     gpu_count: int = 0
     gpu_power_watts: float | None = None
     last_report_time: datetime
-    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    heartbeat_seconds: float
 
     def fresh(self, now_seconds: float) -> bool:
         age_seconds = now_seconds - self.last_report_time.timestamp()
