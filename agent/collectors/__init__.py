@@ -45,8 +45,9 @@ def build_collectors(config: AgentConfig) -> list[Collector]:
         )
     if config.enable_network:
         collectors.append(NetworkCollector(procfs, config.network_device_exclude))
-    if config.enable_gpu:
-        collectors.append(build_gpu_collector(config))
+    gpu = build_gpu_collector(config) if config.enable_gpu else None
+    if gpu is not None:
+        collectors.append(gpu)
     collectors.append(DegradationCollector(Thresholds.from_config(config)))
     if config.app_metrics_urls:
         collectors += efficiency_collectors(config)

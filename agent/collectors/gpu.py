@@ -23,6 +23,7 @@ from esnode_agent.gpu.backend import (
     GpuLostError,
     GpuReading,
     MigReading,
+    NullBackend,
 )
 from esnode_agent.gpu.backends import open_backend
 from esnode_agent.gpu.events import XidCounter
@@ -428,9 +429,15 @@ def _number(flag: bool | None) -> float | None:
     return None if flag is None else float(flag)
 
 
-def build_gpu_collector(config: AgentConfig, environ: Mapping[str, str] = os.environ) -> GpuCollector:
-    """Opens the configured backend and starts the background threads the settings ask for."""
+def build_gpu_collector(config: AgentConfig, environ: Mapping[str, str] = os.environ) -> GpuCollector | None:
+    """Opens the configured backend and starts the background threads the settings ask for.
+
+    None where no NVIDIA driver is installed: a CPU-only node has no GPU collector, rather than
+    one failing every cycle. A driver that fails to open keeps the collector, reporting success 0.
+    """
     backend = open_backend(config.gpu_backend)
+    if isinstance(backend, NullBackend) and backend.library_missing:
+        return None
     visible = _device_list(config.gpu_visible_devices, environ, VISIBLE_DEVICES_ENV, allow_mig=True)
     mig_scope = _device_list(config.mig_config_devices, environ, MIG_CONFIG_DEVICES_ENV, allow_mig=False)
     pods = None

@@ -137,10 +137,15 @@ class GpuBackend(Protocol):
 
 
 class NullBackend:
-    """No GPU library here: no devices, and the reason, for /status."""
+    """No usable GPU library: no devices, and the reason, for /status.
 
-    def __init__(self, reason: str) -> None:
+    ``library_missing`` means no NVIDIA driver is installed at all (a CPU-only node), as opposed
+    to a driver that is there but failed, which is a fault worth reporting.
+    """
+
+    def __init__(self, reason: str, library_missing: bool = False) -> None:
         self._reason = reason
+        self.library_missing = library_missing
 
     @property
     def unavailable_reason(self) -> str | None:

@@ -102,9 +102,13 @@ def open_nvml(lib: NvmlApi) -> NvmlBackend | NullBackend:
     try:
         lib.nvmlInit()
     except pynvml.NVMLError as exc:
-        level = logging.INFO if exc.value == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND else logging.WARNING
-        log.log(level, "NVML unavailable; GPU metrics off", extra={"error": str(exc)})
-        return NullBackend(f"NVML unavailable: {exc}")
+        missing = exc.value == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
+        log.log(
+            logging.INFO if missing else logging.WARNING,
+            "NVML unavailable; GPU metrics off",
+            extra={"error": str(exc)},
+        )
+        return NullBackend(f"NVML unavailable: {exc}", library_missing=missing)
     try:
         backend = NvmlBackend(lib)
     except pynvml.NVMLError as exc:

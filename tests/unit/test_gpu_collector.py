@@ -16,7 +16,7 @@ from esnode_agent.collector import NoDataError
 from esnode_agent.collectors.gpu import GpuCollector, build_gpu_collector
 from esnode_agent.config import AgentConfig
 from esnode_agent.exposition import render
-from esnode_agent.gpu.backend import THROTTLE_REASONS
+from esnode_agent.gpu.backend import THROTTLE_REASONS, NullBackend
 from esnode_agent.gpu.events import XidCounter
 from esnode_agent.gpu.nvml_backend import NvmlBackend, open_nvml
 from esnode_agent.gpu.sim_backend import FakeNvml
@@ -306,15 +306,17 @@ def test_a_malformed_nvidia_visible_devices_shows_nothing_and_says_why(
         collect(collector)
 
 
-def test_without_nvml_the_collector_has_no_data_and_host_metrics_carry_on(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """This machine has no NVIDIA driver: NVML's library is not found."""
+def test_without_an_nvidia_driver_there_is_no_gpu_collector(caplog: pytest.LogCaptureFixture) -> None:
+    """This machine has no NVIDIA driver: NVML's library is not found, one line says so."""
     with caplog.at_level(logging.INFO):
-        collector = build_gpu_collector(AgentConfig(), {})
+        assert build_gpu_collector(AgentConfig(), {}) is None
     assert [m for m in caplog.messages if "NVML" in m] == ["NVML unavailable; GPU metrics off"]
-    with pytest.raises(NoDataError, match="NVML Shared Library Not Found"):
-        collect(collector)
+
+
+def test_a_driver_that_fails_to_open_keeps_the_collector_failing_visibly() -> None:
+    backend = NullBackend("NVML unavailable: Driver Not Loaded")
+    with pytest.raises(NoDataError, match="Driver Not Loaded"):
+        collect(GpuCollector(backend, EVERYTHING, EVERYTHING))
 
 
 def k8s_samples(profile: str) -> SampleIndex:
