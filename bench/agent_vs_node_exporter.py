@@ -152,7 +152,8 @@ def measure(name: str, url: str, pid: int, seconds: int, cycle_cpu: float | None
 
 
 def agent_cycle_cpu(pid: int) -> float:
-    """CPU per collection cycle: an idle agent does nothing but collect."""
+    """CPU per collection cycle in steady state: an idle agent does nothing but collect."""
+    time.sleep(AGENT_INTERVAL_SECONDS)  # past start-up work (first reads, lazy imports)
     before = cpu_seconds(pid)
     time.sleep(IDLE_CYCLES * AGENT_INTERVAL_SECONDS)
     return (cpu_seconds(pid) - before) / IDLE_CYCLES
