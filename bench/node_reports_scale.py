@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +44,7 @@ from esnode_agent.samples import SampleIndex, SampleSink, gauge
 from esnode_agent.snapshot import Snapshot
 from esnode_operator.kube import Kube
 from kubernetes import client, config
-from operator_apply_latency import OPERATOR, _serving, _testenv_module, control_plane, free_port
+from operator_apply_latency import _testenv_module, control_plane, free_port, operator
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,25 +165,6 @@ def api_writes(kubeconfig: Path) -> dict[str, float]:
 def operator_counter(port: int, name: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
-
-
-@contextmanager
-def operator(kubeconfig: Path, namespace: str, port: int) -> Iterator[psutil.Process]:
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    command = [str(OPERATOR), "run", "--namespace", namespace, "--standalone", "--metrics-port", str(port)]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + 30
-            while not _serving(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise SystemExit(f"the operator did not start:\n{log.read().decode()[-3000:]}")
-                time.sleep(0.2)
-            yield psutil.Process(process.pid)
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
 
 
 def fleet_power(kube: Kube, namespace: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from types import ModuleType
 from typing import Any
 
 import httpx
+import psutil
 from esnode_operator.kube import Kube, KubeError
 from kubernetes import client, config
 
@@ -79,8 +80,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def operator(kubeconfig: Path, namespace: str) -> Iterator[None]:
-    port = free_port()
+def operator(kubeconfig: Path, namespace: str, port: int | None = None) -> Iterator[psutil.Process]:
+    """`esnode-operator run` for one namespace, once its metrics port answers."""
+    port = port or free_port()
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     command = [str(OPERATOR), "run", "--namespace", namespace, "--standalone", "--metrics-port", str(port)]
     with tempfile.TemporaryFile() as log:
@@ -92,7 +94,7 @@ def operator(kubeconfig: Path, namespace: str) -> Iterator[None]:
                     log.seek(0)
                     raise SystemExit(f"the operator did not start:\n{log.read().decode()[-3000:]}")
                 time.sleep(0.2)
-            yield
+            yield psutil.Process(process.pid)
         finally:
             process.terminate()
             process.wait(timeout=15)
