@@ -56,15 +56,10 @@ NODE_PRINTER_COLUMNS = [
 ]  # fmt: skip
 
 
-def fleet_openapi_schema() -> Schema:
-    spec = structural_schema(FleetSpec)
-    spec["default"] = {}  # a fleet without a spec is a fleet with every default
-    spec["description"] = "Agents to run, where, and how Prometheus finds them."
-    status = structural_schema(FleetStatus)
-    status["description"] = "What the operator observed; written by the operator only."
+def _object_schema(description: str, spec: Schema, status: Schema) -> Schema:
     return {
         "type": "object",
-        "description": "A set of esnode agents (one per selected node) and how they are scraped.",
+        "description": description,
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
@@ -72,13 +67,25 @@ def fleet_openapi_schema() -> Schema:
             "spec": spec,
             "status": status,
         },
-        "x-kubernetes-validations": [
-            {
-                "rule": f"size(self.metadata.name) <= {MAX_FLEET_NAME_LENGTH}",
-                "message": f"name must be at most {MAX_FLEET_NAME_LENGTH} characters (children add a prefix)",
-            }
-        ],
     }
+
+
+def fleet_openapi_schema() -> Schema:
+    spec = structural_schema(FleetSpec)
+    spec["default"] = {}  # a fleet without a spec is a fleet with every default
+    spec["description"] = "Agents to run, where, and how Prometheus finds them."
+    status = structural_schema(FleetStatus)
+    status["description"] = "What the operator observed; written by the operator only."
+    schema = _object_schema(
+        "A set of esnode agents (one per selected node) and how they are scraped.", spec, status
+    )
+    schema["x-kubernetes-validations"] = [
+        {
+            "rule": f"size(self.metadata.name) <= {MAX_FLEET_NAME_LENGTH}",
+            "message": f"name must be at most {MAX_FLEET_NAME_LENGTH} characters (children add a prefix)",
+        }
+    ]
+    return schema
 
 
 def node_openapi_schema() -> Schema:
@@ -86,17 +93,9 @@ def node_openapi_schema() -> Schema:
     spec["description"] = "Whose report this is; set when the agent creates the object."
     status = structural_schema(NodeReport)
     status["description"] = "The agent's node report; written by that node's agent only."
-    return {
-        "type": "object",
-        "description": "One node's power report, written by its esnode agent; named after the node.",
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
-            "spec": spec,
-            "status": status,
-        },
-    }
+    return _object_schema(
+        "One node's power report, written by its esnode agent; named after the node.", spec, status
+    )
 
 
 def _crd(
