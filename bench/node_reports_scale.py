@@ -36,11 +36,15 @@ from typing import Any
 
 import httpx
 import psutil
+from esnode_agent.collectors.envelope import ENVELOPE, EXCEEDED, HEADROOM
+from esnode_agent.collectors.gpu import PLAIN as GPU
+from esnode_agent.collectors.node_power import NODE_POWER
+from esnode_agent.collectors.node_power import NODE_SOURCE as SOURCE
 from esnode_agent.kube_status import KubeStatusWriter
 from esnode_agent.node_report import NodeReport
 from esnode_agent.report_policy import ReportPolicy
 from esnode_agent.reporter import Reporter, ReportTarget
-from esnode_agent.samples import SampleIndex, SampleSink, gauge
+from esnode_agent.samples import SampleIndex, SampleSink
 from esnode_agent.snapshot import Snapshot
 from esnode_operator.kube import Kube
 from kubernetes import client, config
@@ -63,14 +67,6 @@ CHANGED_SHARE = 0.10
 CONVERGE_TARGET_SECONDS = 10.0
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
 
-NODE_POWER = gauge("esnode_node_power_watts", "")
-SOURCE = gauge("esnode_node_power_source_info", "", "source")
-ENVELOPE = gauge("esnode_node_power_envelope_watts", "")
-EXCEEDED = gauge("esnode_node_power_envelope_exceeded", "")
-HEADROOM = gauge("esnode_node_power_headroom_watts", "")
-GPU_INFO = gauge("esnode_gpu_info", "", "gpu", "uuid", "model")
-GPU_POWER = gauge("esnode_gpu_power_watts", "", "gpu", "uuid")
-
 
 def samples(node_watts: float) -> SampleIndex:
     """What the agent's collectors would have produced for the report's fields."""
@@ -82,8 +78,18 @@ def samples(node_watts: float) -> SampleIndex:
     sink.add(HEADROOM, ENVELOPE_WATTS - node_watts)
     for index in range(GPUS):
         uuid_ = f"GPU-{index:04d}"
-        sink.add(GPU_INFO, 1, gpu=str(index), uuid=uuid_, model="NVIDIA H100 80GB HBM3")
-        sink.add(GPU_POWER, 0.8 * node_watts / GPUS, gpu=str(index), uuid=uuid_)
+        sink.add(
+            GPU.info,
+            1,
+            gpu=str(index),
+            uuid=uuid_,
+            model="NVIDIA H100 80GB HBM3",
+            pci_bus_id="",
+            driver_version="",
+            serial="",
+            mig_mode="disabled",
+        )
+        sink.add(GPU.power, 0.8 * node_watts / GPUS, gpu=str(index), uuid=uuid_)
     return SampleIndex(sink.samples)
 
 

@@ -7,23 +7,18 @@ import random
 from typing import Any
 
 import pytest
+from esnode_agent.collectors.degradation import FLAG
+from esnode_agent.collectors.envelope import ENVELOPE, EXCEEDED, HEADROOM
+from esnode_agent.collectors.gpu import PLAIN as GPU
+from esnode_agent.collectors.node_power import NODE_POWER
+from esnode_agent.collectors.node_power import NODE_SOURCE as SOURCE
 from esnode_agent.kube_status import KubeStatusWriter
 from esnode_agent.node_report import MAX_GPUS_IN_REPORT, NodeReport, build_report
 from esnode_agent.report_policy import ReportPolicy
 from esnode_agent.reporter import Reporter, ReportTarget, backoff_seconds
-from esnode_agent.samples import SampleIndex, SampleSink, gauge
+from esnode_agent.samples import SampleIndex, SampleSink
 from esnode_agent.snapshot import Snapshot
 from kubernetes import client
-
-NODE_POWER = gauge("esnode_node_power_watts", "")
-SOURCE = gauge("esnode_node_power_source_info", "", "source")
-ENVELOPE = gauge("esnode_node_power_envelope_watts", "")
-EXCEEDED = gauge("esnode_node_power_envelope_exceeded", "")
-HEADROOM = gauge("esnode_node_power_headroom_watts", "")
-GPU_INFO = gauge("esnode_gpu_info", "", "gpu", "uuid", "model")
-GPU_POWER = gauge("esnode_gpu_power_watts", "", "gpu", "uuid")
-THROTTLE = gauge("esnode_gpu_throttle_reason", "", "gpu", "uuid", "reason")
-FLAG = gauge("esnode_degradation_flag", "", "kind")
 
 POLICY = ReportPolicy(heartbeat_seconds=60, power_step_watts=50, min_interval_seconds=5)
 
@@ -39,10 +34,20 @@ def snapshot(
     sink.add(HEADROOM, envelope - power)
     for index in range(gpus):
         uuid = f"GPU-{index:04d}"
-        sink.add(GPU_INFO, 1, gpu=str(index), uuid=uuid, model="H100")
-        sink.add(GPU_POWER, 300.0 + index, gpu=str(index), uuid=uuid)
-        sink.add(THROTTLE, 1 if index == 0 else 0, gpu=str(index), uuid=uuid, reason="thermal")
-        sink.add(THROTTLE, 1, gpu=str(index), uuid=uuid, reason="idle")
+        sink.add(
+            GPU.info,
+            1,
+            gpu=str(index),
+            uuid=uuid,
+            model="H100",
+            pci_bus_id="",
+            driver_version="",
+            serial="",
+            mig_mode="disabled",
+        )
+        sink.add(GPU.power, 300.0 + index, gpu=str(index), uuid=uuid)
+        sink.add(GPU.throttle, 1 if index == 0 else 0, gpu=str(index), uuid=uuid, reason="thermal")
+        sink.add(GPU.throttle, 1, gpu=str(index), uuid=uuid, reason="idle")
     for kind in ("disk_busy", "swap_spike"):
         sink.add(FLAG, 1 if kind in flags else 0, kind=kind)
     return Snapshot(1, 1_800_000_000.5, 0.01, SampleIndex(sink.samples), ())
