@@ -49,7 +49,6 @@ class Reporter:
         self._failures = 0
         self._retry_at_seconds = 0.0
         self._rng = random.Random()
-        self.writes = 0
 
     def offer(self, snapshot: Snapshot) -> None:
         """Called by the collection loop; keeps only the newest snapshot."""
@@ -82,7 +81,6 @@ class Reporter:
             log.info("node report recovered", extra={"failures": self._failures})
         self._failures = 0
         self._last, self._last_written_seconds = report, now
-        self.writes += 1
         log.debug("node report written", extra={"reason": reason})
         if self._target.node_condition and report.exceeded != self._condition_exceeded:
             await self._write_condition(report)
