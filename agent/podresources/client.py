@@ -21,7 +21,6 @@ from esnode_agent.podresources.pod_ref import PodRef
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOCKET = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
 NVIDIA_RESOURCE_PREFIX = "nvidia.com/"
 RPC_TIMEOUT_SECONDS = 5.0
 MAX_MESSAGE_BYTES = 16 * 2**20  # the kubelet's own limit for this API
