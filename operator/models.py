@@ -367,7 +367,6 @@ def default_image() -> str:
 
 # ----------------------------------------------------------------------------------------- status
 
-ConditionType = Literal["Ready", "Progressing", "Degraded", "EnvelopeExceeded"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 FleetState = Literal["Ready", "Progressing", "Degraded"]
 

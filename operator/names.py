@@ -28,7 +28,6 @@ MAX_FLEET_NAME_LENGTH = 40
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_ENVELOPE_GROUP = f"{GROUP}/envelope-group"
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
 
