@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """1,000 simulated agents report to the test control plane; the operator sums them into one fleet.
 
-Each simulated agent is the agent's own reporting path (esnode_agent.reporter.Reporter with its
+Each simulated agent is the agent's own reporting path (esnode_agent.report.reporter.Reporter with its
 ReportPolicy and KubeStatusWriter) fed a snapshot every scrape interval, for a made-up node name
 (EsnodeNode objects need no Node). Node power is steady with noise below the report step, so
 steady state is heartbeats only, and the fleet's whole-watt total still moves every second: the
@@ -36,20 +36,21 @@ from typing import Any
 
 import httpx
 import psutil
+from kubernetes import client, config
+from operator_apply_latency import _testenv_module, control_plane, free_port, operator
+from prometheus_client.parser import text_string_to_metric_families
+
 from esnode_agent.collectors.envelope import ENVELOPE, EXCEEDED, HEADROOM
 from esnode_agent.collectors.gpu import PLAIN as GPU
 from esnode_agent.collectors.node_power import NODE_POWER
 from esnode_agent.collectors.node_power import NODE_SOURCE as SOURCE
-from esnode_agent.kube_status import KubeStatusWriter
-from esnode_agent.node_report import NodeReport
-from esnode_agent.report_policy import ReportPolicy
-from esnode_agent.reporter import Reporter, ReportTarget
-from esnode_agent.samples import SampleIndex, SampleSink
-from esnode_agent.snapshot import Snapshot
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
+from esnode_agent.cycle.snapshot import Snapshot
+from esnode_agent.report.kube_writer import KubeStatusWriter
+from esnode_agent.report.model import NodeReport
+from esnode_agent.report.policy import ReportPolicy
+from esnode_agent.report.reporter import Reporter, ReportTarget
 from esnode_operator.kube import Kube
-from kubernetes import client, config
-from operator_apply_latency import _testenv_module, control_plane, free_port, operator
-from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 CRDS = [REPO / "crds" / "esnodefleet.yaml", REPO / "crds" / "esnodenode.yaml"]

@@ -32,8 +32,9 @@ from typing import Any
 
 import httpx
 import psutil
-from esnode_operator.kube import Kube, KubeError
 from kubernetes import client, config
+
+from esnode_operator.kube import Kube, KubeError
 
 REPO = Path(__file__).resolve().parents[1]
 TESTENV = REPO / "scripts" / "testenv"

@@ -17,8 +17,9 @@ from typing import Any, cast
 
 import pytest
 import yaml
-from esnode_operator import cli
 from kubernetes import client
+
+from esnode_operator import cli
 
 pytestmark = pytest.mark.k8s
 
@@ -31,7 +32,7 @@ VALUES_FILES = sorted((REPO / "tests" / "fixtures" / "chart-values").glob("*.yam
 MONITORING_APIS = ("monitoring.coreos.com/v1/PrometheusRule", "monitoring.coreos.com/v1/ServiceMonitor")
 RULES = REPO / "rules" / "esnode-rules.yaml"
 DASHBOARDS = REPO / "dashboards"
-OPERATOR_RBAC = REPO / "operator" / "rbac" / "operator.yaml"
+OPERATOR_RBAC = REPO / "rbac" / "operator.yaml"
 RELEASE_NAMESPACE = "gpu-inference"  # namespaced.yaml watches it
 # Values the schema or the templates refuse, and what the error must say.
 BAD_VALUES = {
@@ -177,7 +178,7 @@ def operator_rbac() -> list[dict[str, Any]]:
 
 def test_cluster_roles_have_the_operators_rules_and_bind_its_account(helm_binary: Path) -> None:
     expected = rbac_rules_from(operator_rbac())
-    assert expected, "operator/rbac/operator.yaml holds no ClusterRole rules"
+    assert expected, "rbac/operator.yaml holds no ClusterRole rules"
     docs = [
         d
         for d in render(helm_binary)
@@ -197,8 +198,8 @@ def test_cluster_roles_have_the_operators_rules_and_bind_its_account(helm_binary
 def test_agents_objects_are_renamed_per_release_and_the_operator_is_told_the_binding(
     helm_binary: Path,
 ) -> None:
-    """operator/rbac/agents.yaml, renamed like the operator's roles; its names stay consistent throughout."""
-    shipped = [d for d in yaml.safe_load_all((REPO / "operator" / "rbac" / "agents.yaml").read_text()) if d]
+    """rbac/agents.yaml, renamed like the operator's roles; its names stay consistent throughout."""
+    shipped = [d for d in yaml.safe_load_all((REPO / "rbac" / "agents.yaml").read_text()) if d]
     docs = [
         d
         for d in render(helm_binary, "--set", "fullnameOverride=gpu")

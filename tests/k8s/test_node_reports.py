@@ -3,8 +3,8 @@
 The agents run as real processes (`python -m esnode_agent`, simulated 8xH100 GPUs and a fake RAPL
 tree) reporting for the three kwok nodes. Each uses a token of its fleet's ServiceAccount bound to
 the fleet's (kwok-faked) agent pod on its node, as the kubelet would mount it, so every write goes
-through the agents' RBAC and operator/rbac/agents.yaml's admission policy. The operator runs with
-no more than operator/rbac/operator.yaml grants.
+through the agents' RBAC and rbac/agents.yaml's admission policy. The operator runs with
+no more than rbac/operator.yaml grants.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ Env = Any  # conftest.TestEnv
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = [REPO / "crds" / "esnodefleet.yaml", REPO / "crds" / "esnodenode.yaml"]
-AGENTS_RBAC = REPO / "operator" / "rbac" / "agents.yaml"
+AGENTS_RBAC = REPO / "rbac" / "agents.yaml"
 NODES = ["kwok-node-1", "kwok-node-2", "kwok-node-3"]
 HEARTBEAT_SECONDS = 5
 HIGH_ENVELOPE_WATTS = 20000

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
 from esnode_operator.kube import Kube, KubeError
 
 pytestmark = pytest.mark.k8s
@@ -453,11 +454,11 @@ def test_the_operator_counts_its_reconciliations(cluster: Cluster) -> None:
 
 # ------------------------------------------------------------------------------------- RBAC
 
-RBAC = REPO / "operator" / "rbac" / "operator.yaml"
+RBAC = REPO / "rbac" / "operator.yaml"
 
 
 def _rbac_for(namespace: str) -> list[dict[str, Any]]:
-    """operator/rbac/operator.yaml for this test: its ServiceAccount here, cluster objects renamed."""
+    """rbac/operator.yaml for this test: its ServiceAccount here, cluster objects renamed."""
     documents = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
     for doc in documents:
         if doc["kind"] == "ServiceAccount":
@@ -472,7 +473,7 @@ def _rbac_for(namespace: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def operator_identity(fleet_crd: Env, namespace: str, tmp_path: Path) -> Iterator[Path]:
-    """A kubeconfig holding a token of the operator's ServiceAccount, bound exactly as operator/rbac says."""
+    """A kubeconfig holding a token of the operator's ServiceAccount, bound exactly as rbac says."""
     documents = _rbac_for(namespace)
     manifest = yaml.safe_dump_all(documents)
     fleet_crd.kubectl("apply", "-f", "-", input=manifest)

@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-from esnode_agent.collectors import build_collectors
+from model_server import ModelServer, exposition
+
 from esnode_agent.collectors.app_counters import CounterNames
 from esnode_agent.collectors.app_metrics import AppMetricsCollector, AppTarget
-from esnode_agent.config import DEFAULT_APP_REQUEST_COUNTERS, DEFAULT_APP_TOKEN_COUNTERS, AgentConfig
-from esnode_agent.config_sources import ConfigError, load_config
-from esnode_agent.samples import SampleIndex, SampleSink
-from model_server import ModelServer, exposition
+from esnode_agent.collectors.registry import build_collectors
+from esnode_agent.config.model import DEFAULT_APP_REQUEST_COUNTERS, DEFAULT_APP_TOKEN_COUNTERS, AgentConfig
+from esnode_agent.config.sources import ConfigError, load_config
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
 DEFAULT_NAMES = CounterNames(DEFAULT_APP_TOKEN_COUNTERS, DEFAULT_APP_REQUEST_COUNTERS)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from esnode_operator.names import MAX_FLEET_NAME_LENGTH
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ COPIES = [
     (REPO / "crds", "*.yaml", CHART / "crds"),
     (REPO / "rules", "esnode-rules.yaml", CHART / "files"),
     (REPO / "dashboards", "*.json", CHART / "files" / "dashboards"),
-    (REPO / "operator" / "rbac", "operator.yaml", CHART / "files" / "rbac"),
+    (REPO / "rbac", "operator.yaml", CHART / "files" / "rbac"),
 ]
 YAML_KEY = re.compile(r"^(\s*)([\w.-]+):(.*)$")
 

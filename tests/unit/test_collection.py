@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from esnode_agent.collection import CollectionLoop
-from esnode_agent.collector import STAGE_DERIVE, STAGE_READ, NoDataError
-from esnode_agent.samples import SampleSink, gauge
-from esnode_agent.snapshot import Snapshot
+from esnode_agent.cycle.collector import STAGE_DERIVE, STAGE_READ, NoDataError
+from esnode_agent.cycle.loop import CollectionLoop
+from esnode_agent.cycle.samples import SampleSink, gauge
+from esnode_agent.cycle.snapshot import Snapshot
 
 READING = gauge("esnode_test_reading", "A value read from a source.")
 DOUBLED = gauge("esnode_test_doubled", "Twice the reading, derived in a later stage.")

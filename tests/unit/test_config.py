@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from esnode_agent.config import AgentConfig
-from esnode_agent.config_sources import ConfigError, load_config
+
+from esnode_agent.config.model import AgentConfig
+from esnode_agent.config.sources import ConfigError, load_config
 
 AGENT = [sys.executable, "-m", "esnode_agent"]
 

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from esnode_agent.collector import NoDataError
+
 from esnode_agent.collectors.cpu import CpuCollector, parse_stat
-from esnode_agent.samples import SampleIndex, SampleSink
+from esnode_agent.cycle.collector import NoDataError
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
 MODES = {"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}

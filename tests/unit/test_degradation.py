@@ -7,14 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from esnode_agent.collector import Collector
+
 from esnode_agent.collectors import diskstats, memory, network
 from esnode_agent.collectors.degradation import KINDS, DegradationCollector, Thresholds
 from esnode_agent.collectors.diskstats import DiskStatsCollector
 from esnode_agent.collectors.memory import MemoryCollector
 from esnode_agent.collectors.network import NetworkCollector
-from esnode_agent.config import DEFAULT_DISK_DEVICE_EXCLUDE, AgentConfig
-from esnode_agent.samples import SampleIndex, SampleSink, counter, gauge
+from esnode_agent.config.model import DEFAULT_DISK_DEVICE_EXCLUDE, AgentConfig
+from esnode_agent.cycle.collector import Collector
+from esnode_agent.cycle.samples import SampleIndex, SampleSink, counter, gauge
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
 INTERVAL_SECONDS = 10.0

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from esnode_agent.collector import NoDataError
+
 from esnode_agent.collectors.diskstats import DiskStatsCollector, parse_diskstats
-from esnode_agent.config import DEFAULT_DISK_DEVICE_EXCLUDE
-from esnode_agent.samples import SampleIndex, SampleSink
+from esnode_agent.config.model import DEFAULT_DISK_DEVICE_EXCLUDE
+from esnode_agent.cycle.collector import NoDataError
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from dockerfile_parse import DockerfileParser  # type: ignore[import-untyped]
-from esnode_agent.config import AgentConfig
+
+from esnode_agent.config.model import AgentConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PINNED = re.compile(r"(:\d+\.\d+\.\d+[-\w.]*$)|(@sha256:[0-9a-f]{64}$)")

@@ -7,17 +7,18 @@ import time
 from collections.abc import Iterable, Mapping
 
 import pytest
-from esnode_agent.collection import CollectionLoop
-from esnode_agent.collector import STAGE_DERIVE, Collector
+from model_server import ModelServer, exposition
+
 from esnode_agent.collectors.app_counters import CounterNames
 from esnode_agent.collectors.app_metrics import AppMetricsCollector, AppTarget
 from esnode_agent.collectors.efficiency import EfficiencyCollector
 from esnode_agent.collectors.node_power import NODE_ENERGY
-from esnode_agent.config import DEFAULT_APP_REQUEST_COUNTERS, DEFAULT_APP_TOKEN_COUNTERS
-from esnode_agent.samples import Sample, SampleIndex, SampleSink, counter
-from esnode_agent.snapshot import Snapshot
-from esnode_agent.status import status_view
-from model_server import ModelServer, exposition
+from esnode_agent.config.model import DEFAULT_APP_REQUEST_COUNTERS, DEFAULT_APP_TOKEN_COUNTERS
+from esnode_agent.cycle.collector import STAGE_DERIVE, Collector
+from esnode_agent.cycle.loop import CollectionLoop
+from esnode_agent.cycle.samples import Sample, SampleIndex, SampleSink, counter
+from esnode_agent.cycle.snapshot import Snapshot
+from esnode_agent.serve.status_view import status_view
 
 # The GPU collector's energy counter as the metrics contract defines it (NVML total energy, in joules).
 GPU_ENERGY = counter("esnode_gpu_energy_joules_total", "GPU energy.", "gpu", "uuid")

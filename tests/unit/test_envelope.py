@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from esnode_agent.collectors import build_collectors
+
 from esnode_agent.collectors.envelope import EnvelopeCollector
 from esnode_agent.collectors.node_power import NODE_POWER
-from esnode_agent.config import AgentConfig
-from esnode_agent.samples import Sample, SampleIndex, SampleSink
+from esnode_agent.collectors.registry import build_collectors
+from esnode_agent.config.model import AgentConfig
+from esnode_agent.cycle.samples import Sample, SampleIndex, SampleSink
 
 
 def assess(envelope_watts: float, node_watts: float | None) -> SampleIndex:

@@ -8,10 +8,11 @@ import shutil
 import subprocess
 
 import pytest
-from esnode_agent.exposition import render
-from esnode_agent.samples import SampleIndex, SampleSink, counter, gauge
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from esnode_agent.cycle.samples import SampleIndex, SampleSink, counter, gauge
+from esnode_agent.serve.exposition import render
 
 CPU_SECONDS = counter("esnode_cpu_seconds_total", "CPU time by mode.", "cpu", "mode")
 DISK_USED = gauge("esnode_disk_used_bytes", "Used bytes.", "mount", "device", "fstype")

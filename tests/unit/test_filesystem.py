@@ -11,10 +11,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from esnode_agent.collector import NoDataError
+
 from esnode_agent.collectors.filesystem import FilesystemCollector, Mount, parse_mounts, select_mounts
-from esnode_agent.config import DEFAULT_FSTYPE_EXCLUDE
-from esnode_agent.samples import SampleIndex, SampleSink
+from esnode_agent.config.model import DEFAULT_FSTYPE_EXCLUDE
+from esnode_agent.cycle.collector import NoDataError
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
 BLOCK = 4096

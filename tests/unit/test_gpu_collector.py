@@ -12,18 +12,19 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from esnode_agent.collector import NoDataError
+from prometheus_client.parser import text_string_to_metric_families
+
 from esnode_agent.collectors.gpu import GpuCollector, build_gpu_collector
-from esnode_agent.config import AgentConfig
-from esnode_agent.exposition import render
+from esnode_agent.config.model import AgentConfig
+from esnode_agent.cycle.collector import NoDataError
+from esnode_agent.cycle.samples import Sample, SampleIndex, SampleSink
 from esnode_agent.gpu.backend import THROTTLE_REASONS, NullBackend
 from esnode_agent.gpu.events import XidCounter
 from esnode_agent.gpu.nvml_backend import NvmlBackend, open_nvml
 from esnode_agent.gpu.sim_backend import FakeNvml
 from esnode_agent.gpu.sim_profile import load_profile
 from esnode_agent.gpu.visibility import DeviceList, parse_device_list
-from esnode_agent.samples import Sample, SampleIndex, SampleSink
-from prometheus_client.parser import text_string_to_metric_families
+from esnode_agent.serve.exposition import render
 
 H100_MEMORY_BYTES = 85520809984
 EVERYTHING = DeviceList(everything=True)

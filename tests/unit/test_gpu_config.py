@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from esnode_agent.cli import main
-from esnode_agent.config_sources import ConfigError, load_config
+from esnode_agent.config.sources import ConfigError, load_config
 
 
 def test_defaults() -> None:

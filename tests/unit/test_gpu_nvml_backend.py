@@ -9,6 +9,7 @@ from typing import Any
 
 import pynvml  # type: ignore[import-untyped]
 import pytest
+
 from esnode_agent.gpu.backend import EventsUnsupportedError, GpuLostError, NullBackend
 from esnode_agent.gpu.nvml_backend import NvmlBackend, mig_profile, open_nvml
 from esnode_agent.gpu.sim_backend import FakeNvml

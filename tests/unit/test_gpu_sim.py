@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pynvml  # type: ignore[import-untyped]
 import pytest
-from esnode_agent.gpu.backends import open_backend
+
 from esnode_agent.gpu.nvml_backend import NvmlBackend
+from esnode_agent.gpu.open_backend import open_backend
 from esnode_agent.gpu.sim_backend import FakeNvml
 from esnode_agent.gpu.sim_profile import builtin_profiles, load_profile
 

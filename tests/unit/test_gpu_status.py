@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from esnode_agent.collectors.gpu import GpuCollector
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
+from esnode_agent.cycle.snapshot import Snapshot
 from esnode_agent.gpu.nvml_backend import open_nvml
 from esnode_agent.gpu.sim_backend import FakeNvml
 from esnode_agent.gpu.sim_profile import load_profile
 from esnode_agent.gpu.visibility import DeviceList
-from esnode_agent.samples import SampleIndex, SampleSink
-from esnode_agent.snapshot import Snapshot
-from esnode_agent.status import status_view
+from esnode_agent.serve.status_view import status_view
 
 
 def test_status_marks_the_lost_gpu_and_lists_mig_devices() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from esnode_agent.gpu.visibility import DeviceList, parse_device_list, resolve_device_list
 
 GPU_A = "GPU-3f2c9c2e-6d3a-4a55-9a52-3c1f0f6f7e01"

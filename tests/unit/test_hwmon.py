@@ -6,9 +6,10 @@ import errno
 from pathlib import Path
 
 import pytest
-from esnode_agent.collector import NoDataError
+
 from esnode_agent.collectors.hwmon import HwmonCollector, node_power_source
-from esnode_agent.samples import SampleIndex, SampleSink
+from esnode_agent.cycle.collector import NoDataError
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 
 def write_chip(sysfs: Path, index: int, name: str, files: dict[str, str], device: str | None = None) -> Path:

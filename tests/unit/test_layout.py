@@ -24,8 +24,10 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_operator_folder_never_shadows_the_standard_library() -> None:
-    """The folder is a namespace portion only: run from the repo root, `operator` is still stdlib's."""
+    """The import package is operator/esnode_operator/; the folder above it is no package, so run
+    from the repo root `operator` is still the standard library's."""
     assert not (REPO / "operator" / "__init__.py").exists()
+    assert (REPO / "operator" / "esnode_operator" / "__init__.py").exists()
     result = subprocess.run(
         [sys.executable, "-c", "import operator, enum; print(operator.__file__)"],
         cwd=REPO,
@@ -41,15 +43,15 @@ def test_operator_folder_never_shadows_the_standard_library() -> None:
 def test_agent_never_imports_the_operator() -> None:
     offenders = {
         str(path.relative_to(REPO)): sorted(n for n in _imports(path) if n.split(".")[0] == "esnode_operator")
-        for path in (REPO / "agent").rglob("*.py")
+        for path in (REPO / "agent" / "esnode_agent").rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_collectors_never_import_the_http_layer() -> None:
     http_layer = {
-        "esnode_agent.server",
-        "esnode_agent.publication",
+        "esnode_agent.serve.app",
+        "esnode_agent.serve.publication",
         "esnode_agent.runtime",
         "starlette",
         "uvicorn",
@@ -61,15 +63,23 @@ def test_collectors_never_import_the_http_layer() -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
-@pytest.mark.parametrize(("folder", "package"), [("agent", "esnode_agent"), ("operator", "esnode_operator")])
-def test_every_module_folder_is_packaged(folder: str, package: str) -> None:
-    """A subpackage missing from pyproject's list would be left out of the wheel."""
-    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = {p for p in config["packages"] if p.split(".")[0] == package}
-    root = REPO / folder
-    on_disk = {
-        ".".join((package, *d.relative_to(root).parts)).rstrip(".")
-        for d in [root, *(p for p in root.rglob("*") if p.is_dir())]
-        if any(d.glob("*.py")) and "__pycache__" not in d.parts
-    }
-    assert listed == on_disk
+@pytest.mark.parametrize(("root", "package"), [("agent", "esnode_agent"), ("operator", "esnode_operator")])
+def test_every_module_folder_is_a_packaged_regular_package(root: str, package: str) -> None:
+    """Every folder holding modules has an __init__.py, so packages.find ships it in the wheel."""
+    base = REPO / root / package
+    missing = [
+        str(d.relative_to(REPO))
+        for d in [base, *(p for p in base.rglob("*") if p.is_dir())]
+        if any(d.glob("*.py")) and "__pycache__" not in d.parts and not (d / "__init__.py").exists()
+    ]
+    assert missing == []
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert root in config["where"]
+
+
+def test_importing_one_collector_does_not_load_the_gpu_library() -> None:
+    code = "import esnode_agent.collectors.cpu, sys; print('pynvml' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "False"), result.stderr

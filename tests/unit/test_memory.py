@@ -8,9 +8,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from esnode_agent.collector import NoDataError
+
 from esnode_agent.collectors.memory import MemoryCollector, parse_meminfo, parse_swap_pages
-from esnode_agent.samples import SampleIndex, SampleSink
+from esnode_agent.cycle.collector import NoDataError
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
 KIB = 1024

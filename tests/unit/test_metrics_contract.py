@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from esnode_agent.metrics_catalog import metric_families, render_markdown
-from esnode_agent.samples import MetricSpec
+
+from esnode_agent.collectors.catalog import metric_families, render_markdown
+from esnode_agent.cycle.samples import MetricSpec
 
 REPO = Path(__file__).resolve().parents[2]
 # Sections whose every series also carries these labels, as the contract's section headings say.

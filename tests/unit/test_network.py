@@ -7,9 +7,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from esnode_agent.collector import NoDataError
+
 from esnode_agent.collectors.network import NetworkCollector, parse_snmp
-from esnode_agent.samples import SampleIndex, SampleSink
+from esnode_agent.cycle.collector import NoDataError
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
 DEFAULT_EXCLUDE = r"^lo$"

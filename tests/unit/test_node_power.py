@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from esnode_agent.collection import CollectionLoop
-from esnode_agent.collector import NoDataError
-from esnode_agent.collectors import build_collectors
+from pydantic import ValidationError
+
 from esnode_agent.collectors.hwmon import POWER as HWMON_POWER
 from esnode_agent.collectors.node_power import NodePowerCollector
 from esnode_agent.collectors.rapl import PACKAGE_ENERGY, PACKAGE_POWER, RaplCollector
-from esnode_agent.config import AgentConfig
-from esnode_agent.samples import Sample, SampleIndex, SampleSink, counter, gauge
-from esnode_agent.snapshot import Snapshot
-from pydantic import ValidationError
+from esnode_agent.collectors.registry import build_collectors
+from esnode_agent.config.model import AgentConfig
+from esnode_agent.cycle.collector import NoDataError
+from esnode_agent.cycle.loop import CollectionLoop
+from esnode_agent.cycle.samples import Sample, SampleIndex, SampleSink, counter, gauge
+from esnode_agent.cycle.snapshot import Snapshot
 
 # The GPU collector's families as the metrics contract defines them.
 GPU_POWER = gauge("esnode_gpu_power_watts", "GPU power", "gpu", "uuid")

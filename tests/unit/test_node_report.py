@@ -7,18 +7,19 @@ import random
 from typing import Any
 
 import pytest
+from kubernetes import client
+
 from esnode_agent.collectors.degradation import FLAG
 from esnode_agent.collectors.envelope import ENVELOPE, EXCEEDED, HEADROOM
 from esnode_agent.collectors.gpu import PLAIN as GPU
 from esnode_agent.collectors.node_power import NODE_POWER
 from esnode_agent.collectors.node_power import NODE_SOURCE as SOURCE
-from esnode_agent.kube_status import KubeStatusWriter
-from esnode_agent.node_report import MAX_GPUS_IN_REPORT, NodeReport, build_report
-from esnode_agent.report_policy import ReportPolicy
-from esnode_agent.reporter import Reporter, ReportTarget, backoff_seconds
-from esnode_agent.samples import SampleIndex, SampleSink
-from esnode_agent.snapshot import Snapshot
-from kubernetes import client
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
+from esnode_agent.cycle.snapshot import Snapshot
+from esnode_agent.report.kube_writer import KubeStatusWriter
+from esnode_agent.report.model import MAX_GPUS_IN_REPORT, NodeReport, build_report
+from esnode_agent.report.policy import ReportPolicy
+from esnode_agent.report.reporter import Reporter, ReportTarget, backoff_seconds
 
 POLICY = ReportPolicy(heartbeat_seconds=60, power_step_watts=50, min_interval_seconds=5)
 

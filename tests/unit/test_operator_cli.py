@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from esnode_operator.cli import main
 from esnode_operator.handlers import edited_by_others, owner_fleet
 

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from esnode_agent.config import AgentConfig
-from esnode_agent.config_sources import CONFIG_FILE_ENV, load_config
-from esnode_operator.agent_config import agent_settings, render_config_toml
-from esnode_operator.children import desired_children
-from esnode_operator.configmap import build_configmap, config_hash
-from esnode_operator.fleet import Fleet
-from esnode_operator.models import FleetSpec
-from esnode_operator.toml_text import dumps_flat
+
+from esnode_agent.config.model import AgentConfig
+from esnode_agent.config.sources import CONFIG_FILE_ENV, load_config
+from esnode_operator.api.fleet import Fleet
+from esnode_operator.api.models import FleetSpec
+from esnode_operator.children.agent_config import agent_settings, render_config_toml
+from esnode_operator.children.configmap import build_configmap, config_hash
+from esnode_operator.children.desired import desired_children
+from esnode_operator.children.toml_text import dumps_flat
 
 
 def fleet(spec: dict[str, Any], name: str = "gpus") -> Fleet:
@@ -29,7 +30,7 @@ def fleet(spec: dict[str, Any], name: str = "gpus") -> Fleet:
 
 
 def load_rendered(text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AgentConfig:
-    """Through esnode_agent.config_sources exactly as the agent starts: ESNODE_CONFIG names the file."""
+    """Through esnode_agent.config.sources exactly as the agent starts: ESNODE_CONFIG names the file."""
     path = tmp_path / "esnode.toml"
     path.write_text(text)
     monkeypatch.setenv(CONFIG_FILE_ENV, str(path))

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
-from esnode_agent.node_report import NodeReport
+
+from esnode_agent.report.model import NodeReport
+from esnode_operator.api.crd import fleet_crd, node_crd, render_crds
+from esnode_operator.api.models import FleetSpec
 from esnode_operator.cli import main
-from esnode_operator.crd import fleet_crd, node_crd, render_crds
-from esnode_operator.models import FleetSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +33,7 @@ def _root_schema() -> dict[str, Any]:
 
 
 def test_committed_crds_match_the_models() -> None:
-    """Regenerate with `esnode-operator crds --out crds/` after changing operator/models.py."""
+    """Regenerate with `esnode-operator crds --out crds/` after changing operator/esnode_operator/api/models.py."""
     for name, text in render_crds().items():
         committed = REPO / "crds" / name
         assert committed.is_file(), f"crds/{name} is missing"

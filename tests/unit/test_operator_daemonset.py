@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from esnode_operator.children import desired_children
-from esnode_operator.fleet import Fleet
-from esnode_operator.servicemonitor import prometheus_duration
+
+from esnode_operator.api.fleet import Fleet
+from esnode_operator.children.desired import desired_children
+from esnode_operator.children.servicemonitor import prometheus_duration
 
 
 def fleet(spec: dict[str, Any], labels: dict[str, str] | None = None) -> Fleet:

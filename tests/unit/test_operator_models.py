@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from esnode_operator.models import FleetSpec, FleetStatus, duration_seconds
 from pydantic import ValidationError
+
+from esnode_operator.api.models import FleetSpec, FleetStatus, duration_seconds
 
 
 def test_an_empty_spec_is_valid_and_means_every_default() -> None:

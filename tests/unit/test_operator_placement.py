@@ -7,15 +7,16 @@ import random
 from typing import Any
 
 import pytest
-from esnode_operator.models import NodeLabelSelector, PowerEnvelope
-from esnode_operator.names import DEFAULT_ENVELOPE_GROUP
-from esnode_operator.placement import (
+
+from esnode_operator.api.models import NodeLabelSelector, PowerEnvelope
+from esnode_operator.children.placement import (
     MAX_AFFINITY_TERMS,
     EnvelopeGroup,
     PlacementError,
     envelope_groups,
     merged_affinity,
 )
+from esnode_operator.names import DEFAULT_ENVELOPE_GROUP
 
 Labels = dict[str, str]
 

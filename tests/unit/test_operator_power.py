@@ -9,14 +9,15 @@ from typing import Any, cast
 
 import kopf
 import pytest
-from esnode_operator.fleet_power import PowerStatus, keep_power_status
-from esnode_operator.fleet_status import build_status, observe_daemonsets, status_differs
+
+from esnode_operator.api.models import FleetStatus
 from esnode_operator.handlers import node_reports
 from esnode_operator.kube import KubeError
 from esnode_operator.metrics import OperatorMetrics
-from esnode_operator.models import FleetStatus
-from esnode_operator.node_status_access import NodeStatusAccess
-from esnode_operator.power_summary import NodeEntry, envelope_condition, node_entry, power_status, summarize
+from esnode_operator.power.fleet_loop import PowerStatus, keep_power_status
+from esnode_operator.power.summary import NodeEntry, envelope_condition, node_entry, power_status, summarize
+from esnode_operator.reconcile.fleet_status import build_status, observe_daemonsets, status_differs
+from esnode_operator.reconcile.node_status_access import NodeStatusAccess
 
 NOW = 1_800_000_000.0
 T0, T1 = "2027-01-15T08:00:00Z", "2027-01-15T08:05:00Z"
@@ -261,4 +262,4 @@ def test_a_missing_binding_is_a_problem_only_for_a_fleet_that_wants_the_conditio
     found = NodeStatusAccess(MissingBindingKube()).grant("m", "f", granted=granted)  # type: ignore[arg-type]
     assert (found.reason if found else None) == problem
     if found:
-        assert "operator/rbac/agents.yaml" in found.message
+        assert "rbac/agents.yaml" in found.message

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from esnode_operator.fleet_status import (
+from esnode_operator.api.models import FleetStatus
+from esnode_operator.reconcile.fleet_status import (
     APPLY_REJECTED,
     NO_MATCHING_NODES,
     SERVICE_MONITOR_CRD_MISSING,
@@ -15,7 +16,6 @@ from esnode_operator.fleet_status import (
     pod_problems,
     status_differs,
 )
-from esnode_operator.models import FleetStatus
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 

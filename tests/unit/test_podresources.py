@@ -11,14 +11,15 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 import pytest
+
 from esnode_agent.collectors.gpu import GpuCollector
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
 from esnode_agent.gpu.nvml_backend import open_nvml
 from esnode_agent.gpu.sim_backend import FakeNvml
 from esnode_agent.gpu.sim_profile import load_profile
 from esnode_agent.gpu.visibility import DeviceList
 from esnode_agent.podresources import api_pb2, api_pb2_grpc
 from esnode_agent.podresources.client import PodRef, PodResourcesRefresher, holders_from_response
-from esnode_agent.samples import SampleIndex, SampleSink
 
 
 def pod(namespace: str, name: str, *containers: tuple[str, str, list[str]]) -> api_pb2.PodResources:

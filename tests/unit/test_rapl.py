@@ -6,9 +6,10 @@ import errno
 from pathlib import Path
 
 import pytest
-from esnode_agent.collector import NoDataError
+
 from esnode_agent.collectors.rapl import RaplCollector
-from esnode_agent.samples import SampleIndex, SampleSink
+from esnode_agent.cycle.collector import NoDataError
+from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 # A real package zone's max_energy_range_uj (about 262 kJ before it wraps).
 MAX_UJ = 262_143_328_850

@@ -26,7 +26,7 @@ EFFICIENCY_METRICS = {
 # rate() and friends are for counters; on a gauge in watts they give watts per second.
 COUNTER_FUNCTION_ON_WATTS = re.compile(r"\b(rate|irate|increase|resets)\s*\(\s*[a-zA-Z_:]*_watts\b")
 ESNODE_METRIC = re.compile(r"\besnode_[a-z0-9_]+")
-OPERATOR_METRICS_SOURCE = Path(__file__).resolve().parents[2] / "operator" / "metrics.py"
+OPERATOR_METRICS_SOURCE = Path(__file__).resolve().parents[2] / "operator" / "esnode_operator" / "metrics.py"
 
 
 def promtool() -> str:

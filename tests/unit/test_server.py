@@ -6,11 +6,12 @@ import time
 from email.utils import parsedate_to_datetime
 
 import pytest
-from esnode_agent.publication import Latest
-from esnode_agent.samples import SampleIndex, SampleSink, gauge
-from esnode_agent.server import create_app
-from esnode_agent.snapshot import CollectorHealth, Snapshot
 from starlette.testclient import TestClient
+
+from esnode_agent.cycle.samples import SampleIndex, SampleSink, gauge
+from esnode_agent.cycle.snapshot import CollectorHealth, Snapshot
+from esnode_agent.serve.app import create_app
+from esnode_agent.serve.publication import Latest
 
 MEMORY_TOTAL = gauge("esnode_memory_total_bytes", "Total memory.")
 

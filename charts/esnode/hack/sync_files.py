@@ -23,8 +23,8 @@ COPIES = (
     (REPO / "crds", "*.yaml", CHART / "crds"),
     (REPO / "rules", "esnode-rules.yaml", CHART / "files"),
     (REPO / "dashboards", "*.json", CHART / "files" / "dashboards"),
-    (REPO / "operator" / "rbac", "operator.yaml", CHART / "files" / "rbac"),
-    (REPO / "operator" / "rbac", "agents.yaml", CHART / "files" / "rbac"),
+    (REPO / "rbac", "operator.yaml", CHART / "files" / "rbac"),
+    (REPO / "rbac", "agents.yaml", CHART / "files" / "rbac"),
 )
 FLEET_CRD = REPO / "crds" / "esnodefleet.yaml"
 VALUES_SCHEMA = CHART / "values.schema.json"

@@ -22,7 +22,7 @@ characters so that "<fullname>-operator-metrics" stays a valid DNS label. */}}
 {{- printf "%s-operator" (include "esnode.fullname" .) }}
 {{- end }}
 
-{{/* operator/rbac/agents.yaml's objects are named esnode-agent-<x>; in a release, <fullname>-agent-<x>
+{{/* rbac/agents.yaml's objects are named esnode-agent-<x>; in a release, <fullname>-agent-<x>
 (the release named esnode keeps the file's names). */}}
 {{- define "esnode.agentPrefix" -}}
 {{- printf "%s-agent-" (include "esnode.fullname" .) }}

@@ -1,0 +1,1 @@
+"""One collection cycle: the collector protocol, the loop, the snapshot it publishes, its self-metrics."""

@@ -1,0 +1,503 @@
+"""GPUs through NVML: the GpuBackend over pynvml's functions, or over a fake of them (the simulator).
+
+Every field is read on its own: NOT_SUPPORTED (or a function the driver lacks, or no permission)
+drops that field for that GPU and is remembered, so it is not asked again every cycle; GPU_IS_LOST
+and its kin make the whole GPU unreadable for the cycle (GpuLostError) while others carry on.
+Units are converted here: mW -> W, mJ -> J, MHz -> Hz, KB/s and KiB -> bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+import pynvml  # type: ignore[import-untyped]  # constants and error classes only; calls go through NvmlApi
+
+from esnode_agent.gpu.backend import (
+    EventsUnsupportedError,
+    GpuDevice,
+    GpuIdentity,
+    GpuLostError,
+    GpuReading,
+    MigReading,
+    NullBackend,
+    NvlinkCounters,
+    XidEvent,
+)
+from esnode_agent.gpu.nvml_api import DeviceAttributes, EventSet, FieldValue, Handle, NvmlApi
+from esnode_agent.gpu.pcie_sampler import PCIE_SAMPLE_INTERVAL_SECONDS, PcieSampler
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The field will not start working while the driver stays loaded: stop asking.
+_UNSUPPORTED = frozenset(
+    {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, pynvml.NVML_ERROR_NO_PERMISSION}
+)
+# The GPU as a whole does not answer.
+_LOST = frozenset(
+    {
+        pynvml.NVML_ERROR_GPU_IS_LOST,
+        pynvml.NVML_ERROR_RESET_REQUIRED,
+        pynvml.NVML_ERROR_UNKNOWN,
+        pynvml.NVML_ERROR_UNINITIALIZED,
+        pynvml.NVML_ERROR_DRIVER_NOT_LOADED,
+    }
+)
+
+_THROTTLE_BITS = {
+    "idle": pynvml.nvmlClocksEventReasonGpuIdle,
+    "applications_clocks_setting": pynvml.nvmlClocksEventReasonApplicationsClocksSetting,
+    "power": pynvml.nvmlClocksEventReasonSwPowerCap,
+    "hw_slowdown": pynvml.nvmlClocksEventReasonHwSlowdown,
+    "sync_boost": pynvml.nvmlClocksEventReasonSyncBoost,
+    "sw_thermal": pynvml.nvmlClocksEventReasonSwThermalSlowdown,
+    "thermal": pynvml.nvmlClocksEventReasonHwThermalSlowdown,
+    "power_brake": pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown,
+    "display_clocks": pynvml.nvmlClocksEventReasonDisplayClockSetting,
+}
+_CLOCK_TYPES = {
+    "graphics": pynvml.NVML_CLOCK_GRAPHICS,
+    "sm": pynvml.NVML_CLOCK_SM,
+    "memory": pynvml.NVML_CLOCK_MEM,
+}
+_ECC_TYPES = {
+    "corrected": pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED,
+    "uncorrected": pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+}
+_PCIE_COUNTERS = {"rx": pynvml.NVML_PCIE_UTIL_RX_BYTES, "tx": pynvml.NVML_PCIE_UTIL_TX_BYTES}
+KIB = 1024  # NVML's PCIe "KB/s" and NVLink "KiB" are both 1024 bytes
+MHZ = 1_000_000
+
+# Field-value IDs read in one nvmlDeviceGetFieldValues call per GPU per cycle.
+_RETIRED_SBE = (pynvml.NVML_FI_DEV_RETIRED_SBE, 0)
+_RETIRED_DBE = (pynvml.NVML_FI_DEV_RETIRED_DBE, 0)
+_RETIRED_PENDING = (pynvml.NVML_FI_DEV_RETIRED_PENDING, 0)
+_REMAPPED_COR = (pynvml.NVML_FI_DEV_REMAPPED_COR, 0)
+_REMAPPED_UNC = (pynvml.NVML_FI_DEV_REMAPPED_UNC, 0)
+_REMAPPED_PENDING = (pynvml.NVML_FI_DEV_REMAPPED_PENDING, 0)
+_REMAPPED_FAILURE = (pynvml.NVML_FI_DEV_REMAPPED_FAILURE, 0)
+_MEMORY_HEALTH_FIELDS = (
+    _RETIRED_SBE,
+    _RETIRED_DBE,
+    _RETIRED_PENDING,
+    _REMAPPED_COR,
+    _REMAPPED_UNC,
+    _REMAPPED_PENDING,
+    _REMAPPED_FAILURE,
+)
+_NVLINK_RX = pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX
+_NVLINK_TX = pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX
+
+_MIG_PROFILE_IN_NAME = re.compile(r"\bMIG\s+((?:\d+c\.)?\d+g\.\d+gb(?:\+[a-z]+)?)\s*$")
+
+
+def open_nvml(lib: NvmlApi) -> NvmlBackend | NullBackend:
+    """Initialise NVML and find its GPUs; any failure gives the null backend and one log line."""
+    try:
+        lib.nvmlInit()
+    except pynvml.NVMLError as exc:
+        missing = exc.value == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
+        log.log(
+            logging.INFO if missing else logging.WARNING,
+            "NVML unavailable; GPU metrics off",
+            extra={"error": str(exc)},
+        )
+        return NullBackend(f"NVML unavailable: {exc}", library_missing=missing)
+    try:
+        backend = NvmlBackend(lib)
+    except pynvml.NVMLError as exc:
+        log.warning("NVML device discovery failed; GPU metrics off", extra={"error": str(exc)})
+        lib.nvmlShutdown()
+        return NullBackend(f"NVML device discovery failed: {exc}")
+    log.info("NVML opened", extra={"gpus": len(backend.devices()), "driver_version": backend.driver_version})
+    return backend
+
+
+class NvmlBackend:
+    """An initialised NVML: its driver version and the GPUs that could be identified."""
+
+    def __init__(self, lib: NvmlApi) -> None:
+        self._lib = lib
+        self._driver_version = lib.nvmlSystemGetDriverVersion()
+        self._devices = [d for d in (self._discover(i) for i in range(lib.nvmlDeviceGetCount())) if d]
+        self._pcie_sampler = PcieSampler(
+            [d.refresh_pcie for d in self._devices], PCIE_SAMPLE_INTERVAL_SECONDS
+        )
+        self._pcie_sampler.start()
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    @property
+    def driver_version(self) -> str:
+        return self._driver_version
+
+    def devices(self) -> Sequence[NvmlDevice]:
+        return self._devices
+
+    def xid_events(self, devices: Sequence[GpuDevice]) -> NvmlXidEvents:
+        return NvmlXidEvents(self._lib, [d for d in self._devices if d in devices])
+
+    def close(self) -> None:
+        self._pcie_sampler.stop()
+        self._lib.nvmlShutdown()
+
+    def _discover(self, index: int) -> NvmlDevice | None:
+        """One GPU's handle and identity; a GPU that cannot even say its UUID is left out."""
+        lib = self._lib
+        try:
+            handle = lib.nvmlDeviceGetHandleByIndex(index)
+            identity = GpuIdentity(
+                index=index,
+                uuid=lib.nvmlDeviceGetUUID(handle),
+                model=lib.nvmlDeviceGetName(handle),
+                pci_bus_id=lib.nvmlDeviceGetPciInfo(handle).busId,
+                serial=_optional(lambda: lib.nvmlDeviceGetSerial(handle)),
+            )
+        except pynvml.NVMLError as exc:
+            log.warning("GPU left out: cannot identify it", extra={"gpu": index, "error": str(exc)})
+            return None
+        return NvmlDevice(lib, handle, identity)
+
+
+def _optional(read: Callable[[], str]) -> str | None:
+    try:
+        return read()
+    except pynvml.NVMLError as exc:
+        if exc.value in _UNSUPPORTED:
+            return None
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class _MigStatic:
+    gpu_instance_id: int
+    compute_instance_id: int
+    profile: str
+    sm_count: int | None
+
+
+class NvmlDevice:
+    """One GPU: reads every field on its own and remembers which ones it does not support."""
+
+    def __init__(self, lib: NvmlApi, handle: Handle, identity: GpuIdentity) -> None:
+        self._lib = lib
+        self._handle = handle
+        self._identity = identity
+        self._unsupported: set[str] = set()
+        self._reported: dict[str, str] = {}  # field -> last error logged, so each is logged once
+        self._mig_mode: bool | None = None
+        self._nvlink_links: tuple[int, ...] | None = None
+        self._dropped_field_ids: set[tuple[int, int]] = set()
+        self._mig_static: dict[str, _MigStatic] = {}
+        self._pcie: dict[str, float] = {}  # the PCIe sampler's latest, replaced whole
+
+    @property
+    def identity(self) -> GpuIdentity:
+        return self._identity
+
+    @property
+    def handle(self) -> Handle:
+        return self._handle
+
+    def read(self) -> GpuReading:
+        lib, h = self._lib, self._handle
+        mig_mode = self._read_mig_mode()
+        memory = self._field("memory", lambda: _memory_bytes(lib, h))
+        fields = self._field("field_values", self._field_values) or {}
+        return GpuReading(
+            mig_mode_enabled=mig_mode,
+            utilization_percent=self._field(
+                "utilization", lambda: float(lib.nvmlDeviceGetUtilizationRates(h).gpu)
+            ),
+            memory_used_bytes=memory[0] if memory else None,
+            memory_total_bytes=memory[1] if memory else None,
+            temperature_celsius=self._field(
+                "temperature", lambda: float(lib.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU))
+            ),
+            power_watts=self._field("power", lambda: lib.nvmlDeviceGetPowerUsage(h) / 1000),
+            power_limit_watts=self._field(
+                "power_limit", lambda: lib.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
+            ),
+            energy_joules_total=self._field(
+                "energy", lambda: lib.nvmlDeviceGetTotalEnergyConsumption(h) / 1000
+            ),
+            fan_speed_ratio=self._field("fan", lambda: lib.nvmlDeviceGetFanSpeed(h) / 100),
+            performance_state=self._field("performance_state", self._performance_state),
+            clock_hertz=self._each(
+                "clock", _CLOCK_TYPES, lambda t: float(lib.nvmlDeviceGetClockInfo(h, t) * MHZ)
+            ),
+            throttle_reasons=self._throttle_reasons(),
+            ecc_errors_total=self._each(
+                "ecc",
+                _ECC_TYPES,
+                lambda t: float(lib.nvmlDeviceGetTotalEccErrors(h, t, pynvml.NVML_VOLATILE_ECC)),
+            ),
+            pcie_bytes_per_second=self._pcie,
+            nvlink=tuple(
+                NvlinkCounters(link, fields[(_NVLINK_RX, link)] * KIB, fields[(_NVLINK_TX, link)] * KIB)
+                for link in self._nvlink_links or ()
+                if (_NVLINK_RX, link) in fields and (_NVLINK_TX, link) in fields
+            ),
+            retired_pages=_present(
+                {"single_bit_ecc": fields.get(_RETIRED_SBE), "double_bit_ecc": fields.get(_RETIRED_DBE)}
+            ),
+            retired_pages_pending=_flag(fields.get(_RETIRED_PENDING)),
+            remapped_rows=_present(
+                {"corrected": fields.get(_REMAPPED_COR), "uncorrected": fields.get(_REMAPPED_UNC)}
+            ),
+            remapped_rows_pending=_flag(fields.get(_REMAPPED_PENDING)),
+            remapped_rows_failed=_flag(fields.get(_REMAPPED_FAILURE)),
+        )
+
+    def refresh_pcie(self) -> None:
+        """Called by the PCIe sampler thread: NVML blocks ~20 ms per direction here."""
+        lib, h = self._lib, self._handle
+        self._pcie = self._each(
+            "pcie", _PCIE_COUNTERS, lambda c: float(lib.nvmlDeviceGetPcieThroughput(h, c) * KIB)
+        )
+
+    def mig_instances(self) -> list[MigReading]:
+        if not self._read_mig_mode():
+            return []
+        count = self._field(
+            "mig_device_count", lambda: self._lib.nvmlDeviceGetMaxMigDeviceCount(self._handle)
+        )
+        readings = (self._mig_reading(slot) for slot in range(count or 0))
+        return [reading for reading in readings if reading is not None]
+
+    def _read_mig_mode(self) -> bool | None:
+        enabled = self._field(
+            "mig_mode",
+            lambda: self._lib.nvmlDeviceGetMigMode(self._handle)[0] == pynvml.NVML_DEVICE_MIG_ENABLE,
+        )
+        if enabled != self._mig_mode and self._mig_mode is not None:
+            self._unsupported.clear()  # what MIG mode disables (utilization) comes back without it
+        self._mig_mode = enabled
+        return enabled
+
+    def _field(self, name: str, read: Callable[[], T]) -> T | None:
+        """One field's value; None when unsupported (remembered) or failing this cycle (logged once)."""
+        if name in self._unsupported:
+            return None
+        try:
+            value = read()
+        except pynvml.NVMLError as exc:
+            if exc.value in _LOST:
+                raise GpuLostError(str(exc)) from exc
+            if exc.value in _UNSUPPORTED:
+                self._unsupported.add(name)
+                log.debug(
+                    "GPU field unsupported",
+                    extra={"gpu": self._identity.index, "field": name, "error": str(exc)},
+                )
+            else:
+                self._report(name, str(exc))
+            return None
+        self._reported.pop(name, None)
+        return value
+
+    def _each(self, name: str, kinds: dict[str, int], read: Callable[[int], float]) -> dict[str, float]:
+        return _present(
+            {kind: self._field(f"{name}_{kind}", partial(read, code)) for kind, code in kinds.items()}
+        )
+
+    def _report(self, name: str, error: str) -> None:
+        if self._reported.get(name) != error:
+            log.warning(
+                "GPU field unreadable", extra={"gpu": self._identity.index, "field": name, "error": error}
+            )
+            self._reported[name] = error
+
+    def _performance_state(self) -> int | None:
+        state = int(self._lib.nvmlDeviceGetPerformanceState(self._handle))
+        return None if state == pynvml.NVML_PSTATE_UNKNOWN else state
+
+    def _throttle_reasons(self) -> dict[str, bool]:
+        mask = self._field("clock_event_reasons", self._clock_event_reasons)
+        return {} if mask is None else {reason: bool(mask & bit) for reason, bit in _THROTTLE_BITS.items()}
+
+    def _clock_event_reasons(self) -> int:
+        try:
+            return int(self._lib.nvmlDeviceGetCurrentClocksEventReasons(self._handle))
+        except pynvml.NVMLError_FunctionNotFound:  # drivers before R535 only have the older name
+            return int(self._lib.nvmlDeviceGetCurrentClocksThrottleReasons(self._handle))
+
+    def _field_values(self) -> dict[tuple[int, int], float]:
+        """Memory-health and NVLink counters in one call; each value can be unsupported on its own."""
+        if self._nvlink_links is None:
+            self._nvlink_links = self._active_nvlinks()
+        wanted = [
+            *_MEMORY_HEALTH_FIELDS,
+            *((field_id, link) for link in self._nvlink_links for field_id in (_NVLINK_RX, _NVLINK_TX)),
+        ]
+        wanted = [key for key in wanted if key not in self._dropped_field_ids]
+        if not wanted:
+            return {}
+        values: dict[tuple[int, int], float] = {}
+        for value in self._lib.nvmlDeviceGetFieldValues(self._handle, wanted):
+            key = (int(value.fieldId), int(value.scopeId))
+            if value.nvmlReturn == pynvml.NVML_SUCCESS:
+                values[key] = _number(value)
+            elif value.nvmlReturn in _UNSUPPORTED:
+                self._dropped_field_ids.add(key)
+            else:
+                raise pynvml.NVMLError(value.nvmlReturn)  # lost GPU, or logged once as this field's error
+        return values
+
+    def _active_nvlinks(self) -> tuple[int, ...]:
+        try:
+            (count,) = self._lib.nvmlDeviceGetFieldValues(
+                self._handle, [(pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT, 0)]
+            )
+        except pynvml.NVMLError as exc:
+            if exc.value in _LOST:
+                raise
+            return ()
+        if count.nvmlReturn != pynvml.NVML_SUCCESS:
+            return ()
+        return tuple(link for link in range(int(_number(count))) if self._nvlink_active(link))
+
+    def _nvlink_active(self, link: int) -> bool:
+        try:
+            return bool(self._lib.nvmlDeviceGetNvLinkState(self._handle, link) == pynvml.NVML_FEATURE_ENABLED)
+        except pynvml.NVMLError as exc:
+            if exc.value in _LOST:
+                raise
+            return False
+
+    def _mig_reading(self, slot: int) -> MigReading | None:
+        lib = self._lib
+        try:
+            handle = lib.nvmlDeviceGetMigDeviceHandleByIndex(self._handle, slot)
+        except pynvml.NVMLError_NotFound:  # an empty slot
+            return None
+        except pynvml.NVMLError as exc:
+            self._mig_failed(slot, exc)
+            return None
+        try:
+            uuid = lib.nvmlDeviceGetUUID(handle)
+            static = self._mig_static.get(uuid) or self._read_mig_static(handle)
+            memory = _memory_bytes(lib, handle)
+        except pynvml.NVMLError as exc:
+            self._mig_failed(slot, exc)
+            return None
+        self._mig_static[uuid] = static
+        self._reported.pop(f"mig_{slot}", None)
+        return MigReading(
+            uuid=uuid,
+            gpu_instance_id=static.gpu_instance_id,
+            compute_instance_id=static.compute_instance_id,
+            profile=static.profile,
+            sm_count=static.sm_count,
+            memory_used_bytes=memory[0],
+            memory_total_bytes=memory[1],
+        )
+
+    def _mig_failed(self, slot: int, exc: pynvml.NVMLError) -> None:
+        if exc.value in _LOST:
+            raise GpuLostError(str(exc)) from exc
+        self._report(f"mig_{slot}", str(exc))
+
+    def _read_mig_static(self, handle: Handle) -> _MigStatic:
+        lib = self._lib
+        attributes = lib.nvmlDeviceGetAttributes(handle)
+        return _MigStatic(
+            gpu_instance_id=int(lib.nvmlDeviceGetGpuInstanceId(handle)),
+            compute_instance_id=int(lib.nvmlDeviceGetComputeInstanceId(handle)),
+            profile=mig_profile(lib.nvmlDeviceGetName(handle), attributes),
+            sm_count=int(attributes.multiprocessorCount),
+        )
+
+
+def mig_profile(device_name: str, attributes: DeviceAttributes) -> str:
+    """The profile as NVIDIA names it (``NVIDIA H100 80GB HBM3 MIG 3g.40gb`` -> ``3g.40gb``).
+
+    Falls back to slices and memory when the name does not carry it; NVIDIA rounds memory up to GiB.
+    """
+    match = _MIG_PROFILE_IN_NAME.search(device_name)
+    if match:
+        return match.group(1)
+    gpu_slices, compute_slices = attributes.gpuInstanceSliceCount, attributes.computeInstanceSliceCount
+    profile = f"{gpu_slices}g.{math.ceil(attributes.memorySizeMB / 1024)}gb"
+    return profile if compute_slices in (0, gpu_slices) else f"{compute_slices}c.{profile}"
+
+
+def _memory_bytes(lib: NvmlApi, handle: Handle) -> tuple[float, float]:
+    """(used, total) in bytes; the v2 call leaves driver-reserved memory out of used, as nvidia-smi does."""
+    try:
+        info = lib.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2)
+    except (pynvml.NVMLError_FunctionNotFound, pynvml.NVMLError_ArgumentVersionMismatch):
+        info = lib.nvmlDeviceGetMemoryInfo(handle)
+    return float(info.used), float(info.total)
+
+
+def _number(value: FieldValue) -> float:
+    kind = value.valueType
+    v = value.value
+    if kind == pynvml.NVML_VALUE_TYPE_DOUBLE:
+        return float(v.dVal)
+    by_type = {
+        pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: v.uiVal,
+        pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG: v.ulVal,
+        pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: v.ullVal,
+        pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: v.sllVal,
+        pynvml.NVML_VALUE_TYPE_SIGNED_INT: v.siVal,
+        pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: v.usVal,
+    }
+    return float(by_type.get(kind, v.ullVal))
+
+
+def _present(values: dict[str, float | None]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _flag(value: float | None) -> bool | None:
+    return None if value is None else value != 0
+
+
+class NvmlXidEvents:
+    """XID critical-error events of some GPUs, through one NVML event set."""
+
+    def __init__(self, lib: NvmlApi, devices: Sequence[NvmlDevice]) -> None:
+        self._lib = lib
+        try:
+            self._event_set: EventSet = lib.nvmlEventSetCreate()
+        except pynvml.NVMLError as exc:
+            raise EventsUnsupportedError(f"cannot create an NVML event set: {exc}") from exc
+        registered = [d for d in devices if self._register(d)]
+        if not registered:
+            lib.nvmlEventSetFree(self._event_set)
+            raise EventsUnsupportedError("no GPU accepts XID event registration")
+
+    def _register(self, device: NvmlDevice) -> bool:
+        try:
+            self._lib.nvmlDeviceRegisterEvents(
+                device.handle, pynvml.nvmlEventTypeXidCriticalError, self._event_set
+            )
+        except pynvml.NVMLError as exc:
+            log.info(
+                "XID events unavailable for GPU", extra={"gpu": device.identity.index, "error": str(exc)}
+            )
+            return False
+        return True
+
+    def wait(self, timeout_seconds: float) -> XidEvent | None:
+        try:
+            data = self._lib.nvmlEventSetWait(self._event_set, max(1, int(timeout_seconds * 1000)))
+        except pynvml.NVMLError_Timeout:
+            return None
+        if not data.eventType & pynvml.nvmlEventTypeXidCriticalError:
+            return None
+        return XidEvent(self._lib.nvmlDeviceGetUUID(data.device), int(data.eventData))
+
+    def close(self) -> None:
+        self._lib.nvmlEventSetFree(self._event_set)

@@ -1,0 +1,442 @@
+"""A simulated NVML: pynvml's functions, answered from a profile instead of a driver.
+
+The NVML backend runs on it unchanged, so `--gpu-backend sim:h100x8` and the tests exercise the same
+code path as real GPUs. It keeps NVML's contract at the library boundary: pynvml's structs, NVML's
+units (mW, mJ, MHz, KB/s, KiB), pynvml.NVMLError subclasses with the real codes (NOT_SUPPORTED for
+what the modelled board lacks, GPU_IS_LOST for a failed GPU), monotonic energy and NVLink
+counters. Values follow a load wave per GPU, deterministic from the profile's seed and the time
+elapsed since the simulator was created.
+"""
+
+# ruff: noqa: N802, N803, N815  (NVML's own camelCase names)
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pynvml  # type: ignore[import-untyped]  # structs, constants and error classes
+
+from esnode_agent.gpu.sim_profile import SimGpuGroup, SimMigInstance, SimProfile
+
+MAX_MIG_DEVICES = 7  # what NVML reports for H100 and A100
+_IDLE_LOAD = 0.1  # below this a GPU reports the idle clock reason
+_POWER_CAP_LOAD = 0.9  # above this, the software power cap
+_AMBIENT_CELSIUS = 28.0  # an idle GPU in a cooled rack
+_LOAD_HEATING_CELSIUS = 50.0  # what full load adds
+_PCIE_SAMPLE_WINDOW_SECONDS = 0.02  # measured: 21 ms per direction on an H200, driver 580
+_PCI_BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)  # an HGX board's GPUs
+_LOAD_MEAN, _LOAD_SWING = 0.5, 0.45
+
+
+def _error(code: int) -> pynvml.NVMLError:
+    return pynvml.NVMLError(code)
+
+
+@dataclass(frozen=True, slots=True)
+class _Handle:
+    gpu: int
+    mig_slot: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Wave:
+    """Load mean + swing * sin(2 pi t / period + phase), by default between 0.05 and 0.95, with its
+    integral; a swing of 0 is a steady load."""
+
+    period_seconds: float
+    phase: float
+    mean: float = _LOAD_MEAN
+    swing: float = _LOAD_SWING
+
+    def load(self, t: float) -> float:
+        return self.mean + self.swing * math.sin(self._angle(t))
+
+    def integral(self, t: float) -> float:
+        """Load-seconds from 0 to t; closed form, so counters never drift from the gauges."""
+        omega = 2 * math.pi / self.period_seconds
+        return self.mean * t - self.swing / omega * (math.cos(self._angle(t)) - math.cos(self.phase))
+
+    def _angle(self, t: float) -> float:
+        return 2 * math.pi * t / self.period_seconds + self.phase
+
+
+def _load_wave(spec: SimGpuGroup, phase: float) -> _Wave:
+    if spec.steady_load is not None:  # a long job holding the GPU at one load
+        return _Wave(spec.load_period_seconds, 0.0, mean=spec.steady_load, swing=0.0)
+    return _Wave(spec.load_period_seconds, phase)
+
+
+@dataclass(frozen=True, slots=True)
+class _SimGpu:
+    index: int
+    spec: SimGpuGroup
+    uuid: str
+    serial: str
+    pci_bus_id: str
+    mig_uuids: tuple[str, ...]
+    load: _Wave
+    memory: _Wave
+    energy_at_start_millijoules: int
+
+    def power_watts(self, t: float) -> float:
+        return self.spec.idle_power_watts + self._dynamic_watts() * self.load.load(t)
+
+    def temperature_celsius(self, t: float) -> float:
+        return _AMBIENT_CELSIUS + self.spec.cooling_offset_celsius + _LOAD_HEATING_CELSIUS * self.load.load(t)
+
+    def energy_joules(self, t: float) -> float:
+        return self.spec.idle_power_watts * t + self._dynamic_watts() * self.load.integral(t)
+
+    def _dynamic_watts(self) -> float:
+        return 0.95 * self.spec.power_limit_watts - self.spec.idle_power_watts
+
+
+@dataclass
+class _EventSet:
+    gpus: set[int] = field(default_factory=set)
+    pending: deque[tuple[int, int]] = field(default_factory=deque)
+    ready: threading.Condition = field(default_factory=threading.Condition)
+
+
+@dataclass(slots=True)
+class _EventData:
+    device: object
+    eventType: int
+    eventData: int
+
+
+def _as_handle(handle: object) -> _Handle:
+    if not isinstance(handle, _Handle):
+        raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+    return handle
+
+
+def _as_event_set(event_set: object) -> _EventSet:
+    if not isinstance(event_set, _EventSet):
+        raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+    return event_set
+
+
+def _build_gpus(profile: SimProfile) -> list[_SimGpu]:
+    gpus = []
+    for index, spec in enumerate(profile.expanded()):
+        rng = random.Random(f"{profile.seed}:{index}")
+        bus = _PCI_BUSES[index] if index < len(_PCI_BUSES) else 0x100 + index
+        gpus.append(
+            _SimGpu(
+                index=index,
+                spec=spec,
+                uuid=f"GPU-{uuid.UUID(int=rng.getrandbits(128), version=4)}",
+                serial=str(1650123000000 + profile.seed * 1000 + index),
+                pci_bus_id=f"00000000:{bus:02X}:00.0",
+                mig_uuids=tuple(
+                    f"MIG-{uuid.UUID(int=rng.getrandbits(128), version=4)}" for _ in spec.mig_instances
+                ),
+                load=_load_wave(spec, rng.uniform(0, 2 * math.pi)),
+                memory=_Wave(spec.load_period_seconds * 5, rng.uniform(0, 2 * math.pi)),
+                energy_at_start_millijoules=rng.randrange(10**6, 10**9),
+            )
+        )
+    return gpus
+
+
+class FakeNvml:
+    """pynvml's functions over a simulated server; thread-safe like NVML for the calls made here."""
+
+    def __init__(self, profile: SimProfile, clock: Callable[[], float] = time.monotonic) -> None:
+        self._profile = profile
+        self._clock = clock
+        self._started = clock()
+        self._gpus = _build_gpus(profile)
+        self._failed: set[int] = set()
+        self._event_sets: list[_EventSet] = []
+        self._initialised = False
+
+    # Test and demo hooks: not part of NVML.
+    def fail_gpu(self, index: int) -> None:
+        """From now on, every call on this GPU raises GPU_IS_LOST."""
+        self._failed.add(index)
+
+    def inject_xid(self, index: int, xid: int) -> None:
+        """Deliver an XID critical error for this GPU to every event set registered for it."""
+        for event_set in self._event_sets:
+            with event_set.ready:
+                if index in event_set.gpus:
+                    event_set.pending.append((index, xid))
+                    event_set.ready.notify_all()
+
+    # Library.
+    def nvmlInit(self) -> None:
+        self._initialised = True
+
+    def nvmlShutdown(self) -> None:
+        self._initialised = False
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        self._check_init()
+        return self._profile.driver_version
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._check_init()
+        return len(self._gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
+        self._check_init()
+        if not 0 <= index < len(self._gpus):
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return _Handle(index)
+
+    # Identity.
+    def nvmlDeviceGetUUID(self, handle: object) -> str:
+        gpu, slot = self._gpu(handle), _as_handle(handle).mig_slot
+        return gpu.uuid if slot is None else gpu.mig_uuids[slot]
+
+    def nvmlDeviceGetName(self, handle: object) -> str:
+        gpu, slot = self._gpu(handle), _as_handle(handle).mig_slot
+        return (
+            gpu.spec.model if slot is None else f"{gpu.spec.model} MIG {gpu.spec.mig_instances[slot].profile}"
+        )
+
+    def nvmlDeviceGetSerial(self, handle: object) -> str:
+        return self._whole(handle).serial
+
+    def nvmlDeviceGetPciInfo(self, handle: object) -> pynvml.nvmlPciInfo_t:
+        info = pynvml.nvmlPciInfo_t()
+        info.busId = self._whole(handle).pci_bus_id
+        return info
+
+    def nvmlDeviceGetMigMode(self, handle: object) -> list[int]:
+        mode = pynvml.NVML_DEVICE_MIG_ENABLE if self._whole(handle).spec.mig_instances else 0
+        return [mode, mode]
+
+    # Readings.
+    def nvmlDeviceGetUtilizationRates(self, handle: object) -> pynvml.c_nvmlUtilization_t:
+        gpu = self._whole(handle)
+        if gpu.spec.mig_instances:  # as on real GPUs in MIG mode
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        utilization = pynvml.c_nvmlUtilization_t()
+        utilization.gpu = round(100 * gpu.load.load(self._elapsed()))
+        utilization.memory = round(60 * gpu.load.load(self._elapsed()))
+        return utilization
+
+    def nvmlDeviceGetMemoryInfo(self, handle: object, version: int | None = None) -> pynvml.c_nvmlMemory_t:
+        gpu, slot = self._gpu(handle), _as_handle(handle).mig_slot
+        t = self._elapsed()
+        if slot is None:
+            total = gpu.spec.memory_total_bytes
+            used = int(total * (0.1 + 0.7 * gpu.memory.load(t)))
+        else:
+            total = gpu.spec.mig_instances[slot].memory_total_bytes
+            used = int(total * (0.2 + 0.6 * gpu.memory.load(t + 60 * (slot + 1))))
+        info = pynvml.c_nvmlMemory_t() if version is None else pynvml.c_nvmlMemory_v2_t()
+        info.total, info.used, info.free = total, used, total - used
+        return info
+
+    def nvmlDeviceGetTemperature(self, handle: object, sensor: int) -> int:
+        if sensor != pynvml.NVML_TEMPERATURE_GPU:
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return round(self._whole(handle).temperature_celsius(self._elapsed()))
+
+    def nvmlDeviceGetPowerUsage(self, handle: object) -> int:
+        return round(1000 * self._whole(handle).power_watts(self._elapsed()))
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: object) -> int:
+        return round(1000 * self._whole(handle).spec.power_limit_watts)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: object) -> int:
+        gpu = self._whole(handle)
+        if not gpu.spec.energy_counter:
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return gpu.energy_at_start_millijoules + round(1000 * gpu.energy_joules(self._elapsed()))
+
+    def nvmlDeviceGetClockInfo(self, handle: object, type: int) -> int:
+        gpu = self._whole(handle)
+        spec = gpu.spec
+        if type == pynvml.NVML_CLOCK_MEM:
+            return spec.memory_clock_mhz
+        if type not in (pynvml.NVML_CLOCK_GRAPHICS, pynvml.NVML_CLOCK_SM):
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        load = gpu.load.load(self._elapsed())
+        if load < _IDLE_LOAD:
+            return spec.idle_sm_clock_mhz
+        return round(spec.max_sm_clock_mhz * (0.9 if load > _POWER_CAP_LOAD else 1.0))
+
+    def nvmlDeviceGetFanSpeed(self, handle: object) -> int:
+        gpu = self._whole(handle)
+        if not gpu.spec.has_fan:
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return round(30 + 60 * gpu.load.load(self._elapsed()))
+
+    def nvmlDeviceGetPerformanceState(self, handle: object) -> int:
+        return 0 if self._whole(handle).load.load(self._elapsed()) >= _IDLE_LOAD else 8
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: object) -> int:
+        return self._clock_event_reasons(handle)
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: object) -> int:
+        return self._clock_event_reasons(handle)
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: object, errorType: int, counterType: int) -> int:
+        gpu = self._whole(handle)
+        if errorType == pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED:
+            return 0
+        return math.floor(gpu.spec.ecc_corrected_errors_per_hour * self._elapsed() / 3600)
+
+    def nvmlDeviceGetPcieThroughput(self, device: object, counter: int) -> int:
+        gpu = self._whole(device)
+        time.sleep(_PCIE_SAMPLE_WINDOW_SECONDS)  # the driver samples over a window before answering
+        share = 0.6 if counter == pynvml.NVML_PCIE_UTIL_RX_BYTES else 0.4
+        return round(share * gpu.spec.pcie_bytes_per_second * gpu.load.load(self._elapsed()) / 1024)
+
+    def nvmlDeviceGetNvLinkState(self, device: object, link: int) -> int:
+        if not 0 <= link < self._whole(device).spec.nvlink_links:
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return int(pynvml.NVML_FEATURE_ENABLED)
+
+    def nvmlDeviceGetFieldValues(
+        self, handle: object, fieldIds: Sequence[int | tuple[int, int]]
+    ) -> pynvml.c_nvmlFieldValue_t:
+        gpu = self._whole(handle)
+        values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
+        for value, wanted in zip(values, fieldIds, strict=True):
+            field_id, scope = wanted if isinstance(wanted, tuple) else (wanted, 0)
+            value.fieldId, value.scopeId = field_id, scope
+            value.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+            reading = self._field_value(gpu, field_id, scope)
+            value.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED if reading is None else pynvml.NVML_SUCCESS
+            value.value.ullVal = reading or 0
+        return values
+
+    # MIG.
+    def nvmlDeviceGetMaxMigDeviceCount(self, device: object) -> int:
+        self._whole(device)
+        return MAX_MIG_DEVICES
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: object, index: int) -> _Handle:
+        gpu = self._whole(device)
+        if not 0 <= index < MAX_MIG_DEVICES:
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        if index >= len(gpu.spec.mig_instances):
+            raise _error(pynvml.NVML_ERROR_NOT_FOUND)
+        return _Handle(gpu.index, index)
+
+    def nvmlDeviceGetGpuInstanceId(self, device: object) -> int:
+        return self._mig(device).gpu_instance_id
+
+    def nvmlDeviceGetComputeInstanceId(self, device: object) -> int:
+        return self._mig(device).compute_instance_id
+
+    def nvmlDeviceGetAttributes(self, device: object) -> pynvml.c_nvmlDeviceAttributes:
+        mig = self._mig(device)
+        compute, _, rest = mig.profile.rpartition("c.")
+        attributes = pynvml.c_nvmlDeviceAttributes()
+        attributes.multiprocessorCount = mig.sm_count
+        attributes.gpuInstanceSliceCount = int(rest.split("g.")[0])
+        attributes.computeInstanceSliceCount = int(compute) if compute else attributes.gpuInstanceSliceCount
+        attributes.memorySizeMB = mig.memory_total_bytes // 2**20
+        return attributes
+
+    # Events.
+    def nvmlEventSetCreate(self) -> _EventSet:
+        self._check_init()
+        event_set = _EventSet()
+        self._event_sets.append(event_set)
+        return event_set
+
+    def nvmlDeviceRegisterEvents(self, handle: object, eventTypes: int, eventSet: object) -> None:
+        gpu, event_set = self._whole(handle), _as_event_set(eventSet)
+        if eventTypes & ~pynvml.nvmlEventTypeXidCriticalError:
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)  # only XID events are simulated
+        with event_set.ready:
+            event_set.gpus.add(gpu.index)
+
+    def nvmlEventSetWait(self, eventSet: object, timeoutms: int) -> _EventData:
+        event_set = _as_event_set(eventSet)
+        with event_set.ready:
+            if not event_set.ready.wait_for(lambda: bool(event_set.pending), timeoutms / 1000):
+                raise _error(pynvml.NVML_ERROR_TIMEOUT)
+            index, xid = event_set.pending.popleft()
+        return _EventData(_Handle(index), pynvml.nvmlEventTypeXidCriticalError, xid)
+
+    def nvmlEventSetFree(self, eventSet: object) -> None:
+        self._event_sets.remove(_as_event_set(eventSet))
+
+    # Helpers.
+    def _elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def _check_init(self) -> None:
+        if not self._initialised:
+            raise _error(pynvml.NVML_ERROR_UNINITIALIZED)
+
+    def _gpu(self, handle: object) -> _SimGpu:
+        """The GPU behind a handle, or the error a lost GPU gives."""
+        self._check_init()
+        gpu = self._gpus[_as_handle(handle).gpu]
+        fail_after = gpu.spec.fail_after_seconds
+        if gpu.index in self._failed or (fail_after is not None and self._elapsed() >= fail_after):
+            raise _error(pynvml.NVML_ERROR_GPU_IS_LOST)
+        return gpu
+
+    def _whole(self, handle: object) -> _SimGpu:
+        """A whole-GPU handle's GPU; MIG device handles do not answer GPU-wide queries."""
+        gpu = self._gpu(handle)
+        if _as_handle(handle).mig_slot is not None:
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return gpu
+
+    def _mig(self, handle: object) -> SimMigInstance:
+        gpu, slot = self._gpu(handle), _as_handle(handle).mig_slot
+        if slot is None:
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return gpu.spec.mig_instances[slot]
+
+    def _clock_event_reasons(self, handle: object) -> int:
+        gpu = self._whole(handle)
+        load = gpu.load.load(self._elapsed())
+        if load < _IDLE_LOAD:
+            return int(pynvml.nvmlClocksEventReasonGpuIdle)
+        reasons = int(pynvml.nvmlClocksEventReasonSwPowerCap) if load > _POWER_CAP_LOAD else 0
+        if gpu.temperature_celsius(self._elapsed()) >= gpu.spec.thermal_slowdown_celsius:
+            reasons |= int(pynvml.nvmlClocksEventReasonSwThermalSlowdown)
+            reasons |= int(pynvml.nvmlClocksEventReasonHwThermalSlowdown)
+        return reasons
+
+    def _field_value(self, gpu: _SimGpu, field_id: int, scope: int) -> int | None:
+        """A field's value, or None for NOT_SUPPORTED."""
+        spec = gpu.spec
+        remapped = (
+            pynvml.NVML_FI_DEV_REMAPPED_COR,
+            pynvml.NVML_FI_DEV_REMAPPED_UNC,
+            pynvml.NVML_FI_DEV_REMAPPED_PENDING,
+            pynvml.NVML_FI_DEV_REMAPPED_FAILURE,
+        )
+        retired = (
+            pynvml.NVML_FI_DEV_RETIRED_SBE,
+            pynvml.NVML_FI_DEV_RETIRED_DBE,
+            pynvml.NVML_FI_DEV_RETIRED_PENDING,
+        )
+        if field_id in remapped:
+            return 0 if spec.remapped_rows else None
+        if field_id in retired:
+            return 0 if spec.retired_pages else None
+        if field_id == pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT:
+            return spec.nvlink_links or None
+        throughput = (
+            pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX,
+            pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX,
+        )
+        if field_id in throughput and scope < spec.nvlink_links:
+            share = 1.0 if field_id == pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX else 0.9
+            load_seconds = gpu.load.integral(self._elapsed())
+            return round(
+                share * (1 - 0.01 * scope) * spec.nvlink_bytes_per_second_per_link * load_seconds / 1024
+            )
+        return None

@@ -1,0 +1,1 @@
+"""Node reports: the EsnodeNode model, when to write, and the Kubernetes writer."""

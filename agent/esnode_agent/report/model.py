@@ -1,0 +1,129 @@
+"""The node report: what an agent tells the cluster about its node's power. Public model.
+
+It is the status of the node's EsnodeNode object; the operator reads it to build the fleet's
+power summary. Built from a Snapshot; bounded in size however many GPUs a node has.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from esnode_agent import __version__
+from esnode_agent.cycle.samples import SampleIndex
+from esnode_agent.cycle.snapshot import Snapshot
+
+GROUP = "esnode.io"
+VERSION = "v1alpha1"
+ESNODE_NODE_KIND = "EsnodeNode"
+ESNODE_NODE_PLURAL = "esnodenodes"
+FLEET_KIND = "EsnodeFleet"
+FLEET_LABEL = f"{GROUP}/fleet"
+
+MAX_GPUS_IN_REPORT = 16
+# Beyond this many heartbeats without a report, a node's report is stale (the operator's rule).
+STALE_AFTER_HEARTBEATS = 3
+# Reasons that mean the GPU is slowed by heat or power, not merely idle or capped by settings.
+SLOWDOWN_REASONS = frozenset({"thermal", "sw_thermal", "hw_slowdown", "power_brake", "power"})
+
+
+Word = Annotated[str, StringConstraints(max_length=64)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+
+
+class GpuSummary(_Model):
+    index: int = Field(ge=0, description="NVML index")
+    uuid: Word
+    power_watts: float | None = Field(None, ge=0)
+    temperature_celsius: float | None = None
+    throttle_reasons: list[Word] = Field(
+        default_factory=list, max_length=16, description="Active slowdown reasons (thermal, power, ...)"
+    )
+
+
+class NodeReport(_Model):
+    node_name: str = Field(min_length=1, max_length=253)
+    fleet: str = Field(min_length=1, max_length=253)
+    node_power_watts: float | None = Field(None, ge=0, description="Node power from power_source")
+    power_source: Word | None = Field(None, description="bmc, hwmon, rapl+gpu, rapl or gpu")
+    envelope_watts: float | None = Field(None, gt=0)
+    exceeded: bool = Field(False, description="Node power above the envelope")
+    headroom_watts: float | None = Field(
+        None, description="Envelope minus node power; negative when exceeded"
+    )
+    gpu_count: int = Field(0, ge=0)
+    gpu_power_watts: float | None = Field(None, ge=0, description="Sum over the node's GPUs")
+    gpus: list[GpuSummary] = Field(
+        default_factory=list,
+        max_length=MAX_GPUS_IN_REPORT,
+        description=f"The first {MAX_GPUS_IN_REPORT} GPUs",
+    )
+    degradation_score: int = Field(0, ge=0)
+    degradation_flags: list[Word] = Field(default_factory=list, max_length=32)
+    agent_version: Word
+    last_report_time: datetime = Field(description="When the agent took these readings (its clock)")
+    heartbeat_seconds: float = Field(
+        gt=0,
+        description=f"The agent reports at least this often; stale after {STALE_AFTER_HEARTBEATS} of them",
+    )
+
+
+def _gpu_summaries(samples: SampleIndex) -> list[GpuSummary]:
+    summaries = []
+    for info in samples.named("esnode_gpu_info")[:MAX_GPUS_IN_REPORT]:
+        key = {"gpu": info.label("gpu"), "uuid": info.label("uuid")}
+        reasons = sorted(
+            s.label("reason")
+            for s in samples.named("esnode_gpu_throttle_reason")
+            if s.value >= 1 and s.label("reason") in SLOWDOWN_REASONS and s.label("uuid") == key["uuid"]
+        )
+        summaries.append(
+            GpuSummary(
+                index=int(key["gpu"]),
+                uuid=key["uuid"],
+                power_watts=_watts(_first(samples, "esnode_gpu_power_watts", key["uuid"])),
+                temperature_celsius=_first(samples, "esnode_gpu_temperature_celsius", key["uuid"]),
+                throttle_reasons=reasons,
+            )
+        )
+    return summaries
+
+
+def _first(samples: SampleIndex, name: str, uuid: str) -> float | None:
+    """A GPU's value; its series may repeat with pod labels in k8s_mode, all carrying the same value."""
+    return next((s.value for s in samples.named(name) if s.label("uuid") == uuid), None)
+
+
+def _watts(value: float | None) -> float | None:
+    """Tenths of a watt: finer digits are float noise and only make the status churn."""
+    return None if value is None else round(value, 1)
+
+
+def build_report(snapshot: Snapshot, node_name: str, fleet: str, heartbeat_seconds: float) -> NodeReport:
+    samples = snapshot.samples
+    sources = samples.named("esnode_node_power_source_info")
+    gpu_power = {s.label("uuid"): s.value for s in samples.named("esnode_gpu_power_watts")}
+    flags = sorted(s.label("kind") for s in samples.named("esnode_degradation_flag") if s.value >= 1)
+    return NodeReport(
+        node_name=node_name,
+        fleet=fleet,
+        node_power_watts=_watts(samples.value("esnode_node_power_watts")),
+        power_source=sources[0].label("source") if sources else None,
+        envelope_watts=samples.value("esnode_node_power_envelope_watts"),
+        exceeded=(samples.value("esnode_node_power_envelope_exceeded") or 0) >= 1,
+        headroom_watts=_watts(samples.value("esnode_node_power_headroom_watts")),
+        gpu_count=len(samples.named("esnode_gpu_info")),
+        gpu_power_watts=_watts(sum(gpu_power.values())) if gpu_power else None,
+        gpus=_gpu_summaries(samples),
+        degradation_score=len(flags),
+        degradation_flags=flags,
+        agent_version=__version__,
+        last_report_time=datetime.fromtimestamp(snapshot.timestamp_seconds, UTC).replace(microsecond=0),
+        heartbeat_seconds=heartbeat_seconds,
+    )

@@ -1,0 +1,1 @@
+"""What the agent serves: exposition rendered once per cycle, the status view, and the HTTP app."""

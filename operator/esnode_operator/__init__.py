@@ -1,0 +1,1 @@
+"""esnode operator: EsnodeFleet -> agent DaemonSets, ServiceMonitor and fleet power status."""

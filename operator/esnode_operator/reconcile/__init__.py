@@ -1,0 +1,1 @@
+"""Applying a fleet's children and writing what was seen into its status."""
