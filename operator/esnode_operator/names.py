@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from esnode_agent.report.model import ESNODE_NODE_KIND, ESNODE_NODE_PLURAL
+from esnode_agent.api import (
+    AGENT_APP_NAME,
+    API_VERSION,
+    FLEET_KIND,
+    FLEET_PLURAL,
+    GROUP,
+    LABEL_MANAGED_BY,
+    NODE_KIND,
+    NODE_PLURAL,
+    VERSION,
+)
 
-GROUP = "esnode.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "EsnodeFleet"
-PLURAL = "esnodefleets"
-SINGULAR = "esnodefleet"
+__all__ = ["AGENT_APP_NAME", "API_VERSION", "GROUP", "LABEL_MANAGED_BY", "NODE_KIND", "NODE_PLURAL", "VERSION"]
+
+KIND = FLEET_KIND
+PLURAL = FLEET_PLURAL
+SINGULAR = PLURAL.removesuffix("s")
 SHORT_NAMES = ("esf",)
-# The agents' node reports; the agent owns the kind's name (it writes the objects).
-NODE_KIND = ESNODE_NODE_KIND
-NODE_PLURAL = ESNODE_NODE_PLURAL
 NODE_SINGULAR = NODE_KIND.lower()
 NODE_SHORT_NAMES = ("esn",)
 
@@ -27,11 +33,9 @@ MAX_FLEET_NAME_LENGTH = 40
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_ENVELOPE_GROUP = f"{GROUP}/envelope-group"
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
 
-AGENT_APP_NAME = "esnode-agent"
 DEFAULT_ENVELOPE_GROUP = "default"
 
 CONFIG_FILE_NAME = "esnode.toml"

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from collecting import collect
 from model_server import ModelServer, exposition
 
 from esnode_agent.collectors.app_counters import CounterNames
@@ -15,7 +16,6 @@ from esnode_agent.collectors.app_metrics import AppMetricsCollector, AppTarget
 from esnode_agent.collectors.registry import build_collectors
 from esnode_agent.config.model import DEFAULT_APP_REQUEST_COUNTERS, DEFAULT_APP_TOKEN_COUNTERS, AgentConfig
 from esnode_agent.config.sources import ConfigError, load_config
-from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
 DEFAULT_NAMES = CounterNames(DEFAULT_APP_TOKEN_COUNTERS, DEFAULT_APP_REQUEST_COUNTERS)
@@ -28,12 +28,6 @@ GENERIC_COUNTERS = (
 def app_collector(*targets: AppTarget | str, timeout_seconds: float = 1.0) -> AppMetricsCollector:
     resolved = [t if isinstance(t, AppTarget) else AppTarget(t) for t in targets]
     return AppMetricsCollector(resolved, DEFAULT_NAMES, timeout_seconds)
-
-
-def collect(collector: AppMetricsCollector) -> SampleIndex:
-    sink = SampleSink(time.monotonic())
-    collector.collect(sink)
-    return SampleIndex(sink.samples)
 
 
 def vllm(prompt: float, generation: float, stopped: float = 0, length: float = 0, aborted: float = 0) -> str:
@@ -60,9 +54,9 @@ def dead_url() -> str:
 def test_vllm_prompt_and_generated_tokens_and_finished_requests_add_up_per_model() -> None:
     with ModelServer(vllm(1000, 5000, stopped=10, length=2, aborted=1)) as server:
         collector = app_collector(server.url)
-        first = collect(collector)
+        first = collect(collector, time.monotonic())
         server.body = vllm(1100, 5400, stopped=13, length=3, aborted=4)
-        second = collect(collector)
+        second = collect(collector, time.monotonic())
 
     assert first.value("esnode_app_tokens_total", model=LLAMA_8B) == 0  # the first fetch is the baseline
     assert second.value("esnode_app_tokens_total", model=LLAMA_8B) == 500
@@ -74,10 +68,10 @@ def test_vllm_prompt_and_generated_tokens_and_finished_requests_add_up_per_model
 def test_generic_counters_sum_over_other_labels_and_count_only_successful_requests() -> None:
     with ModelServer(generic()) as server:
         collector = app_collector(server.url)
-        collect(collector)
+        collect(collector, time.monotonic())
         tokens = {"llama_serving_tokens": 300, "llama_batch_tokens": 200, "mistral_tokens": 50}
         server.body = generic(**tokens, llama_ok=7, llama_errors=5, mistral_ok=3, mistral_errors=9)
-        samples = collect(collector)
+        samples = collect(collector, time.monotonic())
 
     assert samples.value("esnode_app_tokens_total", model="llama-3-70b") == 500
     assert samples.value("esnode_app_tokens_total", model="mistral-7b") == 50
@@ -91,9 +85,9 @@ def test_tgi_histogram_sum_counts_generated_tokens_under_the_configured_model_or
 ) -> None:
     with ModelServer(exposition("tgi", successes=40, generated_tokens=4000)) as server:
         collector = app_collector(AppTarget(server.url, configured_model))
-        collect(collector)
+        collect(collector, time.monotonic())
         server.body = exposition("tgi", successes=45, generated_tokens=4600)
-        samples = collect(collector)
+        samples = collect(collector, time.monotonic())
 
     model = configured_model or server.url
     assert samples.value("esnode_app_tokens_total", model=model) == 600
@@ -103,9 +97,9 @@ def test_tgi_histogram_sum_counts_generated_tokens_under_the_configured_model_or
 def test_untyped_counter_without_total_suffix_is_recognised() -> None:
     with ModelServer("tgi_request_success 1\n") as server:
         collector = app_collector(AppTarget(server.url, "tgi"))
-        collect(collector)
+        collect(collector, time.monotonic())
         server.body = "tgi_request_success 4\n"
-        assert collect(collector).value("esnode_app_requests_total", model="tgi") == 3
+        assert collect(collector, time.monotonic()).value("esnode_app_requests_total", model="tgi") == 3
 
 
 def test_metrics_sharing_a_prefix_with_a_recognised_counter_are_not_counted() -> None:
@@ -114,19 +108,19 @@ def test_metrics_sharing_a_prefix_with_a_recognised_counter_are_not_counted() ->
     )
     with ModelServer(body.format(1, 100).replace("'", '"')) as server:
         collector = app_collector(server.url)
-        collect(collector)
+        collect(collector, time.monotonic())
         server.body = body.format(2, 900).replace("'", '"')
-        assert collect(collector).value("esnode_app_tokens_total", model="m") == 1
+        assert collect(collector, time.monotonic()).value("esnode_app_tokens_total", model="m") == 1
 
 
 def test_counter_reset_counts_the_new_value_and_the_total_never_falls() -> None:
     with ModelServer(vllm(1000, 5000)) as server:
         collector = app_collector(server.url)
-        collect(collector)
+        collect(collector, time.monotonic())
         server.body = vllm(1200, 5300)
-        before_restart = collect(collector).value("esnode_app_tokens_total", model=LLAMA_8B)
+        before_restart = collect(collector, time.monotonic()).value("esnode_app_tokens_total", model=LLAMA_8B)
         server.body = vllm(30, 70)  # the server restarted: its counters began again from zero
-        after_restart = collect(collector).value("esnode_app_tokens_total", model=LLAMA_8B)
+        after_restart = collect(collector, time.monotonic()).value("esnode_app_tokens_total", model=LLAMA_8B)
 
     assert before_restart == 500
     assert after_restart == 600
@@ -135,10 +129,10 @@ def test_counter_reset_counts_the_new_value_and_the_total_never_falls() -> None:
 def test_one_series_reset_is_not_cancelled_by_another_series_growth() -> None:
     with ModelServer(generic(llama_serving_tokens=1000, llama_batch_tokens=10)) as server:
         collector = app_collector(server.url)
-        collect(collector)
+        collect(collector, time.monotonic())
         # Summed, 1010 -> 1010 would look like no change; per series it is a reset (+5) and +995.
         server.body = generic(llama_serving_tokens=5, llama_batch_tokens=1005)
-        assert collect(collector).value("esnode_app_tokens_total", model="llama-3-70b") == 1000
+        assert collect(collector, time.monotonic()).value("esnode_app_tokens_total", model="llama-3-70b") == 1000
 
 
 def test_series_created_after_the_first_fetch_counts_from_zero() -> None:
@@ -147,9 +141,9 @@ def test_series_created_after_the_first_fetch_counts_from_zero() -> None:
     added = f'vllm:request_success_total{{finished_reason="length",model_name="{LLAMA_8B}"}} 2\n'
     with ModelServer(first) as server:
         collector = app_collector(server.url)
-        collect(collector)
+        collect(collector, time.monotonic())
         server.body = first + added
-        assert collect(collector).value("esnode_app_requests_total", model=LLAMA_8B) == 2
+        assert collect(collector, time.monotonic()).value("esnode_app_requests_total", model=LLAMA_8B) == 2
 
 
 def test_hung_endpoint_costs_at_most_the_timeout_and_the_healthy_one_still_reports() -> None:
@@ -160,7 +154,7 @@ def test_hung_endpoint_costs_at_most_the_timeout_and_the_healthy_one_still_repor
         for tokens in (100, 200, 300):
             healthy.body = vllm(tokens, 0)
             started = time.monotonic()
-            samples = collect(collector)
+            samples = collect(collector, time.monotonic())
             durations.append(time.monotonic() - started)
 
     assert max(durations) < timeout_seconds + 0.3
@@ -177,7 +171,7 @@ def test_answer_that_never_ends_is_not_fetched_again_while_outstanding() -> None
         durations = []
         for _ in range(3):
             started = time.monotonic()
-            samples = collect(collector)
+            samples = collect(collector, time.monotonic())
             durations.append(time.monotonic() - started)
         requests = trickling.requests
 
@@ -193,10 +187,10 @@ def test_dead_endpoint_reports_failure_and_is_logged_once_until_it_recovers(
     url = dead_url()
     collector = app_collector(url)
     with caplog.at_level(logging.INFO, logger="esnode_agent.collectors.app_metrics"):
-        outcomes = [collect(collector).value("esnode_app_scrape_success", target=url) for _ in range(3)]
+        outcomes = [collect(collector, time.monotonic()).value("esnode_app_scrape_success", target=url) for _ in range(3)]
         port = int(url.split(":")[2].split("/")[0])
         with ModelServer(vllm(5, 5), port=port):
-            outcomes.append(collect(collector).value("esnode_app_scrape_success", target=url))
+            outcomes.append(collect(collector, time.monotonic()).value("esnode_app_scrape_success", target=url))
 
     assert outcomes == [0, 0, 0, 1]
     messages = [(r.levelno, r.getMessage()) for r in caplog.records]
@@ -210,9 +204,9 @@ def test_dead_endpoint_reports_failure_and_is_logged_once_until_it_recovers(
 def test_error_status_is_a_failed_fetch_and_adds_nothing() -> None:
     with ModelServer(vllm(100, 100)) as server:
         collector = app_collector(server.url)
-        collect(collector)
+        collect(collector, time.monotonic())
         server.status, server.body = 503, vllm(900, 900)
-        failed = collect(collector)
+        failed = collect(collector, time.monotonic())
 
     assert failed.value("esnode_app_scrape_success", target=server.url) == 0
     assert failed.named("esnode_app_tokens_total") == []
@@ -222,9 +216,9 @@ def test_configured_counter_list_replaces_the_defaults() -> None:
     with ModelServer(vllm(100, 100)) as server:
         names = CounterNames(["vllm:generation_tokens_total"], [])
         collector = AppMetricsCollector([AppTarget(server.url)], names, 1.0)
-        collect(collector)
+        collect(collector, time.monotonic())
         server.body = vllm(150, 180)
-        samples = collect(collector)
+        samples = collect(collector, time.monotonic())
 
     assert samples.value("esnode_app_tokens_total", model=LLAMA_8B) == 80
     assert samples.named("esnode_app_requests_total") == []

@@ -8,19 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from collecting import collect
 
 from esnode_agent.collectors.cpu import CpuCollector, parse_stat
 from esnode_agent.cycle.collector import NoDataError
-from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
 MODES = {"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
-
-
-def collect(collector: CpuCollector, now_seconds: float = 0.0) -> SampleIndex:
-    sink = SampleSink(now_seconds)
-    collector.collect(sink)
-    return SampleIndex(sink.samples)
 
 
 @pytest.fixture

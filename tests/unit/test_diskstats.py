@@ -6,19 +6,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from collecting import collect
 
 from esnode_agent.collectors.diskstats import DiskStatsCollector, parse_diskstats
 from esnode_agent.config.model import DEFAULT_DISK_DEVICE_EXCLUDE
 from esnode_agent.cycle.collector import NoDataError
-from esnode_agent.cycle.samples import SampleIndex, SampleSink
+from esnode_agent.cycle.samples import SampleIndex
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
-
-
-def collect(collector: DiskStatsCollector) -> SampleIndex:
-    sink = SampleSink(0.0)
-    collector.collect(sink)
-    return SampleIndex(sink.samples)
 
 
 def devices(samples: SampleIndex) -> set[str]:

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from collecting import collect
 
 from esnode_agent.collectors.filesystem import FilesystemCollector, Mount, parse_mounts, select_mounts
 from esnode_agent.config.model import DEFAULT_FSTYPE_EXCLUDE
 from esnode_agent.cycle.collector import NoDataError
-from esnode_agent.cycle.samples import SampleIndex, SampleSink
+from esnode_agent.cycle.samples import SampleIndex
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
 BLOCK = 4096
@@ -56,12 +57,6 @@ def statvfs() -> Iterator[FakeStatvfs]:
     )
     yield fake
     fake.release.set()
-
-
-def collect(collector: FilesystemCollector) -> SampleIndex:
-    sink = SampleSink(0.0)
-    collector.collect(sink)
-    return SampleIndex(sink.samples)
 
 
 def collector_for(

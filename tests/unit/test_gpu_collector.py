@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from collecting import collect
 from prometheus_client.parser import text_string_to_metric_families
 
 from esnode_agent.collectors.gpu import GpuCollector, build_gpu_collector
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.cycle.collector import NoDataError
-from esnode_agent.cycle.samples import Sample, SampleIndex, SampleSink
+from esnode_agent.cycle.samples import Sample, SampleIndex
 from esnode_agent.gpu.backend import THROTTLE_REASONS, NullBackend
 from esnode_agent.gpu.events import XidCounter
 from esnode_agent.gpu.nvml_backend import NvmlBackend, open_nvml
@@ -44,12 +45,6 @@ def sim(profile: str = "h100x8") -> tuple[FakeNvml, NvmlBackend, Clock]:
     backend = open_nvml(fake)
     assert isinstance(backend, NvmlBackend)
     return fake, backend, clock
-
-
-def collect(collector: GpuCollector, now: float = 0.0) -> SampleIndex:
-    sink = SampleSink(now)
-    collector.collect(sink)
-    return SampleIndex(sink.samples)
 
 
 def by_gpu(samples: SampleIndex, name: str) -> dict[str, float]:

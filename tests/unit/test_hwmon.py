@@ -6,10 +6,10 @@ import errno
 from pathlib import Path
 
 import pytest
+from collecting import collect
 
 from esnode_agent.collectors.hwmon import HwmonCollector, node_power_source
 from esnode_agent.cycle.collector import NoDataError
-from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 
 def write_chip(sysfs: Path, index: int, name: str, files: dict[str, str], device: str | None = None) -> Path:
@@ -24,12 +24,6 @@ def write_chip(sysfs: Path, index: int, name: str, files: dict[str, str], device
         target.mkdir(parents=True)
         (chip / "device").symlink_to(target)
     return chip
-
-
-def collect(collector: HwmonCollector, now_seconds: float = 0.0) -> SampleIndex:
-    sink = SampleSink(now_seconds)
-    collector.collect(sink)
-    return SampleIndex(sink.samples)
 
 
 def test_power_in_microwatts_becomes_watts_preferring_input_over_average(tmp_path: Path) -> None:

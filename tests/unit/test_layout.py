@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import tomllib
@@ -83,3 +84,50 @@ def test_importing_one_collector_does_not_load_the_gpu_library() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30, check=False
     )
     assert (result.returncode, result.stdout.strip()) == (0, "False"), result.stderr
+
+
+# The functions that declare a metric family (gpu_specs.py wraps them as g, c and mig).
+_SPEC_DECLARATIONS = {"gauge", "counter", "MetricSpec", "g", "c", "mig"}
+
+
+def _metric_name_literals(path: Path) -> list[str]:
+    """String constants spelling an esnode metric name anywhere but as the name a spec is declared with."""
+    tree = ast.parse(path.read_text(), str(path))
+    declared = {
+        id(call.args[0])
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id in _SPEC_DECLARATIONS
+        and call.args
+    }
+    return [
+        f"{path.name}:{node.lineno} {node.value}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and re.fullmatch(r"esnode_[a-z0-9_]+", node.value)
+        and node.value not in {"esnode_agent", "esnode_operator"}
+        and id(node) not in declared
+    ]
+
+
+def test_metric_names_are_spelled_once_in_their_spec() -> None:
+    """Readers of samples name families through the collectors' specs, so a rename cannot miss one."""
+    offenders = [
+        hit for path in (REPO / "agent" / "esnode_agent").rglob("*.py") for hit in _metric_name_literals(path)
+    ]
+    assert offenders == []
+
+
+def test_the_metric_name_guard_sees_a_copied_name(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        'POWER = gauge("esnode_gpu_power_watts", "declared")\n'
+        'COPY = "esnode_gpu_power_watts"\n'
+        'watts = samples.value("esnode_node_power_watts")\n'
+    )
+    assert [hit.split(" ")[1] for hit in _metric_name_literals(planted)] == [
+        "esnode_gpu_power_watts",
+        "esnode_node_power_watts",
+    ]

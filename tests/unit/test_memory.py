@@ -8,19 +8,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from collecting import collect
 
 from esnode_agent.collectors.memory import MemoryCollector, parse_meminfo, parse_swap_pages
 from esnode_agent.cycle.collector import NoDataError
-from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
 KIB = 1024
-
-
-def collect(collector: MemoryCollector) -> SampleIndex:
-    sink = SampleSink(0.0)
-    collector.collect(sink)
-    return SampleIndex(sink.samples)
 
 
 @pytest.fixture

@@ -7,19 +7,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from collecting import collect
 
 from esnode_agent.collectors.network import NetworkCollector, parse_snmp
 from esnode_agent.cycle.collector import NoDataError
-from esnode_agent.cycle.samples import SampleIndex, SampleSink
+from esnode_agent.cycle.samples import SampleIndex
 
 FIXTURE_PROC = Path(__file__).parents[1] / "fixtures" / "host" / "proc"
 DEFAULT_EXCLUDE = r"^lo$"
-
-
-def collect(collector: NetworkCollector) -> SampleIndex:
-    sink = SampleSink(0.0)
-    collector.collect(sink)
-    return SampleIndex(sink.samples)
 
 
 def interfaces(samples: SampleIndex) -> set[str]:

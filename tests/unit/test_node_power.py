@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from collecting import collect
 from pydantic import ValidationError
 
 from esnode_agent.collectors.hwmon import POWER as HWMON_POWER
@@ -14,7 +15,7 @@ from esnode_agent.collectors.registry import build_collectors
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.cycle.collector import NoDataError
 from esnode_agent.cycle.loop import CollectionLoop
-from esnode_agent.cycle.samples import Sample, SampleIndex, SampleSink, counter, gauge
+from esnode_agent.cycle.samples import Sample, SampleIndex, counter, gauge
 from esnode_agent.cycle.snapshot import Snapshot
 
 # The GPU collector's families as the metrics contract defines them.
@@ -35,12 +36,6 @@ def gpu(index: str, watts: float | None, joules: float | None = None) -> list[Sa
     labels = (index, f"GPU-{index}")
     samples = [] if watts is None else [Sample(GPU_POWER, labels, watts)]
     return samples if joules is None else [*samples, Sample(GPU_ENERGY, labels, joules)]
-
-
-def collect(collector: NodePowerCollector, now_seconds: float, upstream: list[Sample]) -> SampleIndex:
-    sink = SampleSink(now_seconds, upstream=SampleIndex(upstream))
-    collector.collect(sink)
-    return SampleIndex(sink.samples)
 
 
 def source_of(samples: SampleIndex) -> str:

@@ -6,10 +6,10 @@ import errno
 from pathlib import Path
 
 import pytest
+from collecting import collect
 
 from esnode_agent.collectors.rapl import RaplCollector
 from esnode_agent.cycle.collector import NoDataError
-from esnode_agent.cycle.samples import SampleIndex, SampleSink
 
 # A real package zone's max_energy_range_uj (about 262 kJ before it wraps).
 MAX_UJ = 262_143_328_850
@@ -28,12 +28,6 @@ def write_zone(sysfs: Path, zone: str, name: str, energy_uj: int, max_uj: int = 
 
 def set_energy(zone: Path, energy_uj: int) -> None:
     (zone / "energy_uj").write_text(f"{energy_uj}\n")
-
-
-def collect(collector: RaplCollector, now_seconds: float) -> SampleIndex:
-    sink = SampleSink(now_seconds)
-    collector.collect(sink)
-    return SampleIndex(sink.samples)
 
 
 def test_first_cycle_has_energy_but_no_power_then_power_from_the_delta(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from esnode_agent.collectors import diskstats, memory, network
+from esnode_agent.collectors.gpu_specs import PLAIN as GPU
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.cycle.collector import STAGE_DERIVE
 from esnode_agent.cycle.samples import SampleIndex, SampleSink, gauge
@@ -18,8 +19,6 @@ from esnode_agent.cycle.samples import SampleIndex, SampleSink, gauge
 # Below this many segments sent in an interval a handful of retransmits says nothing.
 MIN_TCP_SEGMENTS_SENT = 100
 GPU_THROTTLE_REASONS = frozenset({"thermal", "hw_slowdown", "sw_thermal", "power_brake"})
-GPU_THROTTLE_REASON = "esnode_gpu_throttle_reason"
-GPU_ECC_ERRORS = "esnode_gpu_ecc_errors_total"
 
 FLAG = gauge(
     "esnode_degradation_flag", "1 if this kind of degradation was seen in the last interval.", "kind"
@@ -77,22 +76,13 @@ def take_reading(upstream: SampleIndex, at_seconds: float) -> Reading:
         name: {(s.label(key) if key else _NO_KEY): s.value for s in upstream.named(name)}
         for name, key in _WATCHED.items()
     }
-    counters[GPU_ECC_ERRORS] = _uncorrected_ecc_by_gpu(upstream)
+    counters[GPU.ecc.name] = {
+        s.label("uuid"): s.value for s in upstream.named(GPU.ecc.name) if s.label("type") == "uncorrected"
+    }
     throttled = any(
-        s.value >= 1 and s.labels.get("reason") in GPU_THROTTLE_REASONS
-        for s in upstream.named(GPU_THROTTLE_REASON)
+        s.value >= 1 and s.label("reason") in GPU_THROTTLE_REASONS for s in upstream.named(GPU.throttle.name)
     )
     return Reading(at_seconds, counters, throttled)
-
-
-def _uncorrected_ecc_by_gpu(upstream: SampleIndex) -> Series:
-    by_gpu: Series = {}
-    for sample in upstream.named(GPU_ECC_ERRORS):
-        labels = sample.labels
-        if labels.get("type") == "uncorrected":
-            gpu = labels.get("uuid", labels.get("gpu", _NO_KEY))
-            by_gpu[gpu] = by_gpu.get(gpu, 0.0) + sample.value
-    return by_gpu
 
 
 class Change:
@@ -156,7 +146,7 @@ def swap_spike(change: Change, limits: Thresholds) -> bool:
 
 
 def gpu_ecc(change: Change, _limits: Thresholds) -> bool:
-    return any(errors > 0 for errors in change.deltas(GPU_ECC_ERRORS).values())
+    return any(errors > 0 for errors in change.deltas(GPU.ecc.name).values())
 
 
 INTERVAL_FLAGS: dict[str, Callable[[Change, Thresholds], bool]] = {
@@ -167,21 +157,15 @@ INTERVAL_FLAGS: dict[str, Callable[[Change, Thresholds], bool]] = {
     "swap_spike": swap_spike,
     "gpu_ecc": gpu_ecc,
 }
-KINDS = (
-    "disk_latency",
-    "disk_busy",
-    "network_drops",
-    "network_retrans",
-    "swap_spike",
-    "gpu_throttle",
-    "gpu_ecc",
-)
+# Judged on the current reading alone, so it needs no earlier cycle.
+GPU_THROTTLE = "gpu_throttle"
+KINDS = (*INTERVAL_FLAGS, GPU_THROTTLE)
 
 
 def assess(previous: Reading | None, current: Reading, limits: Thresholds) -> dict[str, bool]:
     """Every kind's flag; interval flags stay unset without an earlier reading to compare with."""
     flags = dict.fromkeys(KINDS, False)
-    flags["gpu_throttle"] = current.gpu_throttled
+    flags[GPU_THROTTLE] = current.gpu_throttled
     if previous is not None and current.at_seconds > previous.at_seconds:
         change = Change(previous, current)
         flags.update({kind: judge(change, limits) for kind, judge in INTERVAL_FLAGS.items()})

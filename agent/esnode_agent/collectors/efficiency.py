@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from esnode_agent.collectors.app_counters import CounterNames, counter_increase
 from esnode_agent.collectors.app_metrics import MODEL_INFO, REQUESTS, TOKENS, AppMetricsCollector, AppTarget
-from esnode_agent.collectors.node_power import GPU_ENERGY_NAME, NODE_ENERGY
+from esnode_agent.collectors.gpu_specs import PLAIN as GPU
+from esnode_agent.collectors.node_power import NODE_ENERGY
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.cycle.collector import STAGE_ASSESS, Collector
 from esnode_agent.cycle.samples import SampleIndex, SampleSink, gauge
@@ -101,7 +102,7 @@ class EfficiencyCollector:
 
     def _readings(self, upstream: SampleIndex, now: float) -> dict[str, _Reading]:
         node_joules = upstream.value(NODE_ENERGY.name)
-        gpu_joules = _gpu_energy_by_uuid(upstream)
+        gpu_joules = upstream.by_label(GPU.energy.name, "uuid")
         targets: dict[str, set[str]] = {}
         for sample in upstream.named(MODEL_INFO.name):
             targets.setdefault(sample.label("model"), set()).add(sample.label("target"))
@@ -120,14 +121,6 @@ class EfficiencyCollector:
     def _forget_models_unseen_for_a_window(self, now: float) -> None:
         for model in [m for m, w in self._models.items() if w.previous.seconds < now - self._window_seconds]:
             del self._models[model]
-
-
-def _gpu_energy_by_uuid(upstream: SampleIndex) -> dict[str, float]:
-    """One value per physical GPU, even when its series repeat with pod labels."""
-    energy: dict[str, float] = {}
-    for sample in upstream.named(GPU_ENERGY_NAME):
-        energy.setdefault(sample.labels.get("uuid", ""), sample.value)
-    return energy
 
 
 def _step(previous: _Reading, current: _Reading) -> _Step:

@@ -9,15 +9,12 @@ its energy counter when it has one, else its power times the interval.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from esnode_agent.collectors import hwmon, rapl
+from esnode_agent.collectors.gpu_specs import PLAIN as GPU
 from esnode_agent.cycle.collector import STAGE_DERIVE, NoDataError
-from esnode_agent.cycle.samples import Sample, SampleIndex, SampleSink, counter, gauge
-
-GPU_POWER_NAME = "esnode_gpu_power_watts"
-GPU_ENERGY_NAME = "esnode_gpu_energy_joules_total"
+from esnode_agent.cycle.samples import SampleIndex, SampleSink, counter, gauge
 
 NODE_POWER = gauge(
     "esnode_node_power_watts",
@@ -92,17 +89,9 @@ def _rapl_and_gpus(upstream: SampleIndex) -> NodeSource | None:
 
 
 def _gpus(upstream: SampleIndex) -> tuple[Component, ...]:
-    power = _by_gpu(upstream.named(GPU_POWER_NAME))
-    energy = _by_gpu(upstream.named(GPU_ENERGY_NAME))
+    power = upstream.by_label(GPU.power.name, "uuid")
+    energy = upstream.by_label(GPU.energy.name, "uuid")
     return tuple(Component(f"gpu:{gpu}", power.get(gpu), energy.get(gpu)) for gpu in sorted(power | energy))
-
-
-def _by_gpu(samples: Iterable[Sample]) -> dict[str, float]:
-    """One value per physical GPU (by uuid), even when a GPU's series repeat with pod labels."""
-    values: dict[str, float] = {}
-    for sample in samples:
-        values.setdefault(sample.labels.get("uuid", sample.labels.get("gpu", "")), sample.value)
-    return values
 
 
 @dataclass(frozen=True, slots=True)

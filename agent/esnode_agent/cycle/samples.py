@@ -80,6 +80,10 @@ class SampleIndex:
         samples = self.named(name)
         return sum(s.value for s in samples) if samples else None
 
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        """Each series of ``name`` keyed by one of its labels (GPU series: one per uuid)."""
+        return {s.label(label): s.value for s in self.named(name)}
+
 
 class SampleSink:
     """Where one collector writes its samples for one cycle.

@@ -12,15 +12,18 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from esnode_agent.report.model import (
-    ESNODE_NODE_KIND,
-    ESNODE_NODE_PLURAL,
+from esnode_agent.api import (
+    AGENT_APP_NAME,
+    API_VERSION,
     FLEET_KIND,
     FLEET_LABEL,
     GROUP,
+    LABEL_MANAGED_BY,
+    NODE_KIND,
+    NODE_PLURAL,
     VERSION,
-    NodeReport,
 )
+from esnode_agent.report.model import NodeReport
 
 NODE_CONDITION_TYPE = "EsnodePowerEnvelopeExceeded"
 HTTP_NOT_FOUND = 404
@@ -65,19 +68,19 @@ class KubeStatusWriter:
 
     def _patch_status(self, name: str, body: dict[str, Any]) -> None:
         self._objects.patch_namespaced_custom_object_status(
-            GROUP, VERSION, self._namespace, ESNODE_NODE_PLURAL, name, body, _content_type=MERGE_PATCH
+            GROUP, VERSION, self._namespace, NODE_PLURAL, name, body, _content_type=MERGE_PATCH
         )
 
     def _create(self, report: NodeReport) -> None:
         metadata: dict[str, Any] = {
             "name": report.node_name,
             "namespace": self._namespace,
-            "labels": {FLEET_LABEL: report.fleet, "app.kubernetes.io/managed-by": "esnode-agent"},
+            "labels": {FLEET_LABEL: report.fleet, LABEL_MANAGED_BY: AGENT_APP_NAME},
         }
         if self._fleet_uid:  # owned by the fleet so deleting the fleet removes it
             metadata["ownerReferences"] = [
                 {
-                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "apiVersion": API_VERSION,
                     "kind": FLEET_KIND,
                     "name": report.fleet,
                     "uid": self._fleet_uid,
@@ -85,14 +88,14 @@ class KubeStatusWriter:
                 }
             ]
         body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": ESNODE_NODE_KIND,
+            "apiVersion": API_VERSION,
+            "kind": NODE_KIND,
             "metadata": metadata,
             "spec": {"nodeName": report.node_name, "fleet": report.fleet},
         }
         try:
             self._objects.create_namespaced_custom_object(
-                GROUP, VERSION, self._namespace, ESNODE_NODE_PLURAL, body
+                GROUP, VERSION, self._namespace, NODE_PLURAL, body
             )
         except ApiException as exc:
             if exc.status != HTTP_CONFLICT:  # created meanwhile by an earlier try: fine

@@ -13,15 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from esnode_agent import __version__
+from esnode_agent.collectors import degradation, envelope, node_power
+from esnode_agent.collectors.gpu_specs import PLAIN as GPU
 from esnode_agent.cycle.samples import SampleIndex
 from esnode_agent.cycle.snapshot import Snapshot
-
-GROUP = "esnode.io"
-VERSION = "v1alpha1"
-ESNODE_NODE_KIND = "EsnodeNode"
-ESNODE_NODE_PLURAL = "esnodenodes"
-FLEET_KIND = "EsnodeFleet"
-FLEET_LABEL = f"{GROUP}/fleet"
 
 MAX_GPUS_IN_REPORT = 16
 # Beyond this many heartbeats without a report, a node's report is stale (the operator's rule).
@@ -76,28 +71,23 @@ class NodeReport(_Model):
 
 def _gpu_summaries(samples: SampleIndex) -> list[GpuSummary]:
     summaries = []
-    for info in samples.named("esnode_gpu_info")[:MAX_GPUS_IN_REPORT]:
+    for info in samples.named(GPU.info.name)[:MAX_GPUS_IN_REPORT]:
         key = {"gpu": info.label("gpu"), "uuid": info.label("uuid")}
         reasons = sorted(
             s.label("reason")
-            for s in samples.named("esnode_gpu_throttle_reason")
+            for s in samples.named(GPU.throttle.name)
             if s.value >= 1 and s.label("reason") in SLOWDOWN_REASONS and s.label("uuid") == key["uuid"]
         )
         summaries.append(
             GpuSummary(
                 index=int(key["gpu"]),
                 uuid=key["uuid"],
-                power_watts=_watts(_first(samples, "esnode_gpu_power_watts", key["uuid"])),
-                temperature_celsius=_first(samples, "esnode_gpu_temperature_celsius", key["uuid"]),
+                power_watts=_watts(samples.value(GPU.power.name, uuid=key["uuid"])),
+                temperature_celsius=samples.value(GPU.temperature.name, uuid=key["uuid"]),
                 throttle_reasons=reasons,
             )
         )
     return summaries
-
-
-def _first(samples: SampleIndex, name: str, uuid: str) -> float | None:
-    """A GPU's value; its series may repeat with pod labels in k8s_mode, all carrying the same value."""
-    return next((s.value for s in samples.named(name) if s.label("uuid") == uuid), None)
 
 
 def _watts(value: float | None) -> float | None:
@@ -107,18 +97,18 @@ def _watts(value: float | None) -> float | None:
 
 def build_report(snapshot: Snapshot, node_name: str, fleet: str, heartbeat_seconds: float) -> NodeReport:
     samples = snapshot.samples
-    sources = samples.named("esnode_node_power_source_info")
-    gpu_power = {s.label("uuid"): s.value for s in samples.named("esnode_gpu_power_watts")}
-    flags = sorted(s.label("kind") for s in samples.named("esnode_degradation_flag") if s.value >= 1)
+    sources = samples.named(node_power.NODE_SOURCE.name)
+    gpu_power = samples.by_label(GPU.power.name, "uuid")
+    flags = sorted(s.label("kind") for s in samples.named(degradation.FLAG.name) if s.value >= 1)
     return NodeReport(
         node_name=node_name,
         fleet=fleet,
-        node_power_watts=_watts(samples.value("esnode_node_power_watts")),
+        node_power_watts=_watts(samples.value(node_power.NODE_POWER.name)),
         power_source=sources[0].label("source") if sources else None,
-        envelope_watts=samples.value("esnode_node_power_envelope_watts"),
-        exceeded=(samples.value("esnode_node_power_envelope_exceeded") or 0) >= 1,
-        headroom_watts=_watts(samples.value("esnode_node_power_headroom_watts")),
-        gpu_count=len(samples.named("esnode_gpu_info")),
+        envelope_watts=samples.value(envelope.ENVELOPE.name),
+        exceeded=(samples.value(envelope.EXCEEDED.name) or 0) >= 1,
+        headroom_watts=_watts(samples.value(envelope.HEADROOM.name)),
+        gpu_count=len(samples.named(GPU.info.name)),
         gpu_power_watts=_watts(sum(gpu_power.values())) if gpu_power else None,
         gpus=_gpu_summaries(samples),
         degradation_score=len(flags),

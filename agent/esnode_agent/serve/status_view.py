@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from esnode_agent.collectors import (
+    app_metrics,
+    cpu,
+    degradation,
+    efficiency,
+    envelope,
+    filesystem,
+    memory,
+    node_power,
+    rapl,
+)
+from esnode_agent.collectors.gpu_specs import PLAIN as GPU
 from esnode_agent.cycle.samples import Sample, SampleIndex
 from esnode_agent.cycle.snapshot import Snapshot
 
@@ -28,80 +40,76 @@ def status_view(snapshot: Snapshot, now_seconds: float) -> dict[str, Any]:
     }
 
 
-def _by_label(samples: SampleIndex, name: str, label: str) -> dict[str, float]:
-    return {s.label(label): s.value for s in samples.named(name)}
-
-
 def _host(samples: SampleIndex) -> dict[str, Any]:
-    per_cpu = samples.named("esnode_cpu_usage_percent")
+    per_cpu = samples.named(cpu.CPU_USAGE.name)
     return {
         "cpu_usage_percent": round(sum(s.value for s in per_cpu) / len(per_cpu), 2) if per_cpu else None,
-        "cpu_count": len({s.label("cpu") for s in samples.named("esnode_cpu_seconds_total")}) or None,
-        "load_average": _by_label(samples, "esnode_load_average", "window"),
+        "cpu_count": len({s.label("cpu") for s in samples.named(cpu.CPU_SECONDS.name)}) or None,
+        "load_average": samples.by_label(cpu.LOAD_AVERAGE.name, "window"),
         "memory": {
-            "total_bytes": samples.value("esnode_memory_total_bytes"),
-            "used_bytes": samples.value("esnode_memory_used_bytes"),
-            "available_bytes": samples.value("esnode_memory_available_bytes"),
+            "total_bytes": samples.value(memory.MEMORY_TOTAL.name),
+            "used_bytes": samples.value(memory.MEMORY_USED.name),
+            "available_bytes": samples.value(memory.MEMORY_AVAILABLE.name),
         },
         "swap": {
-            "total_bytes": samples.value("esnode_swap_total_bytes"),
-            "used_bytes": samples.value("esnode_swap_used_bytes"),
+            "total_bytes": samples.value(memory.SWAP_TOTAL.name),
+            "used_bytes": samples.value(memory.SWAP_USED.name),
         },
         "filesystems": [
             {
                 **s.labels,
                 "total_bytes": s.value,
-                "used_bytes": samples.value("esnode_disk_used_bytes", **s.labels),
+                "used_bytes": samples.value(filesystem.DISK_USED.name, **s.labels),
             }
-            for s in samples.named("esnode_disk_total_bytes")
+            for s in samples.named(filesystem.DISK_TOTAL.name)
         ],
     }
 
 
 def _power(samples: SampleIndex) -> dict[str, Any]:
-    sources = samples.named("esnode_node_power_source_info")
+    sources = samples.named(node_power.NODE_SOURCE.name)
     return {
-        "node_power_watts": samples.value("esnode_node_power_watts"),
-        "node_energy_joules_total": samples.value("esnode_node_energy_joules_total"),
+        "node_power_watts": samples.value(node_power.NODE_POWER.name),
+        "node_energy_joules_total": samples.value(node_power.NODE_ENERGY.name),
         "source": sources[0].label("source") if sources else None,
-        "cpu_package_power_watts": _by_label(samples, "esnode_cpu_package_power_watts", "package"),
-        "gpu_power_watts": samples.total("esnode_gpu_power_watts"),
+        "cpu_package_power_watts": samples.by_label(rapl.PACKAGE_POWER.name, "package"),
+        "gpu_power_watts": samples.total(GPU.power.name),
     }
 
 
 def _envelope(samples: SampleIndex) -> dict[str, Any]:
-    exceeded = samples.value("esnode_node_power_envelope_exceeded")
+    exceeded = samples.value(envelope.EXCEEDED.name)
     return {
-        "envelope_watts": samples.value("esnode_node_power_envelope_watts"),
+        "envelope_watts": samples.value(envelope.ENVELOPE.name),
         "exceeded": None if exceeded is None else exceeded >= 1,
-        "headroom_watts": samples.value("esnode_node_power_headroom_watts"),
+        "headroom_watts": samples.value(envelope.HEADROOM.name),
     }
 
 
 def _degradation(samples: SampleIndex) -> dict[str, Any]:
     return {
-        "score": samples.value("esnode_degradation_score"),
-        "flags": {k: v >= 1 for k, v in _by_label(samples, "esnode_degradation_flag", "kind").items()},
+        "score": samples.value(degradation.SCORE.name),
+        "flags": {k: v >= 1 for k, v in samples.by_label(degradation.FLAG.name, "kind").items()},
     }
 
 
 def _gpus(samples: SampleIndex) -> list[dict[str, Any]]:
     gpus = []
-    for info in samples.named("esnode_gpu_info"):
+    for info in samples.named(GPU.info.name):
         key = {"gpu": info.label("gpu"), "uuid": info.label("uuid")}
         gpus.append(
             {
                 **info.labels,
-                "utilization_percent": samples.value("esnode_gpu_utilization_percent", **key),
-                "memory_used_bytes": samples.value("esnode_gpu_memory_used_bytes", **key),
-                "memory_total_bytes": samples.value("esnode_gpu_memory_total_bytes", **key),
-                "temperature_celsius": samples.value("esnode_gpu_temperature_celsius", **key),
-                "power_watts": samples.value("esnode_gpu_power_watts", **key),
-                "power_limit_watts": samples.value("esnode_gpu_power_limit_watts", **key),
-                "up": samples.value("esnode_gpu_up", **key) != 0,  # a lost GPU reports 0
+                "utilization_percent": samples.value(GPU.utilization.name, **key),
+                "memory_used_bytes": samples.value(GPU.memory_used.name, **key),
+                "memory_total_bytes": samples.value(GPU.memory_total.name, **key),
+                "temperature_celsius": samples.value(GPU.temperature.name, **key),
+                "power_watts": samples.value(GPU.power.name, **key),
+                "power_limit_watts": samples.value(GPU.power_limit.name, **key),
+                "up": samples.value(GPU.up.name, **key) != 0,  # a lost GPU reports 0
                 "mig": [
                     _mig(samples, mig)
-                    for mig in samples.named("esnode_mig_info")
+                    for mig in samples.named(GPU.mig_info.name)
                     if mig.label("uuid") == key["uuid"]
                 ],
             }
@@ -113,25 +121,25 @@ def _mig(samples: SampleIndex, info: Sample) -> dict[str, Any]:
     key = {"mig_uuid": info.label("mig_uuid")}
     return {
         **info.labels,
-        "memory_used_bytes": samples.value("esnode_mig_memory_used_bytes", **key),
-        "memory_total_bytes": samples.value("esnode_mig_memory_total_bytes", **key),
-        "sm_count": samples.value("esnode_mig_sm_count", **key),
+        "memory_used_bytes": samples.value(GPU.mig_memory_used.name, **key),
+        "memory_total_bytes": samples.value(GPU.mig_memory_total.name, **key),
+        "sm_count": samples.value(GPU.mig_sm_count.name, **key),
     }
 
 
 def _efficiency(samples: SampleIndex) -> dict[str, Any]:
     """Per model: its totals and the windowed figures of the efficiency collector (docs/efficiency.md)."""
     figures = {
-        "tokens_total": "esnode_app_tokens_total",
-        "requests_total": "esnode_app_requests_total",
-        "tokens_per_second": "esnode_app_tokens_per_second",
-        "tokens_per_joule": "esnode_app_tokens_per_joule",
-        "requests_per_joule": "esnode_app_requests_per_joule",
-        "gpu_tokens_per_joule": "esnode_app_gpu_tokens_per_joule",
-        "gpu_requests_per_joule": "esnode_app_gpu_requests_per_joule",
+        "tokens_total": app_metrics.TOKENS.name,
+        "requests_total": app_metrics.REQUESTS.name,
+        "tokens_per_second": efficiency.TOKENS_PER_SECOND.name,
+        "tokens_per_joule": efficiency.TOKENS_PER_JOULE.name,
+        "requests_per_joule": efficiency.REQUESTS_PER_JOULE.name,
+        "gpu_tokens_per_joule": efficiency.GPU_TOKENS_PER_JOULE.name,
+        "gpu_requests_per_joule": efficiency.GPU_REQUESTS_PER_JOULE.name,
     }
-    models = sorted({s.label("model") for s in samples.named("esnode_app_model_info")})
+    models = sorted({s.label("model") for s in samples.named(app_metrics.MODEL_INFO.name)})
     return {
-        "targets": {s.label("target"): s.value >= 1 for s in samples.named("esnode_app_scrape_success")},
+        "targets": {s.label("target"): s.value >= 1 for s in samples.named(app_metrics.SCRAPE_SUCCESS.name)},
         "models": {m: {key: samples.value(name, model=m) for key, name in figures.items()} for m in models},
     }
