@@ -227,6 +227,16 @@ def test_monitoring_objects_wait_for_the_prometheus_operator_api(helm_binary: Pa
     assert not kinds & {"PrometheusRule", "ServiceMonitor"}
 
 
+def test_the_chart_asks_for_the_kubernetes_that_serves_its_admission_policy(helm_binary: Path) -> None:
+    """admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy is served from 1.30: older is refused
+    before anything is applied, rather than failing half-way through the install."""
+    (policy,) = of_kind(render(helm_binary, "--kube-version=1.30.0"), "ValidatingAdmissionPolicy")
+    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+    result = run_helm(helm_binary, "template", "esnode", str(CHART), "--kube-version=1.29.9")
+    assert result.returncode != 0
+    assert "incompatible with Kubernetes v1.29.9" in result.stderr
+
+
 def test_ha_values_run_several_peered_replicas(helm_binary: Path) -> None:
     docs = render(helm_binary, "-f", str(REPO / "tests/fixtures/chart-values/ha.yaml"))
     (deployment,) = of_kind(docs, "Deployment")

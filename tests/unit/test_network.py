@@ -87,3 +87,22 @@ def test_real_proc_has_psutils_interfaces_less_loopback() -> None:
     retransmitted = samples.value("esnode_network_tcp_segments_retransmitted_total")
     assert sent is not None and retransmitted is not None
     assert 0 <= retransmitted <= sent
+
+
+def test_the_hosts_interfaces_come_from_pid_1s_network_namespace(tmp_path: Path) -> None:
+    """On the pod network with hostPID, <procfs>/net is the pod's namespace and <procfs>/1/net the host's."""
+    proc = Path(shutil.copytree(FIXTURE_PROC, tmp_path / "proc"))
+    own = proc / "net" / "dev"
+    own.write_text(own.read_text().replace("docker0", "cali0"), encoding="ascii")
+    host_net = proc / "1" / "net"
+    host_net.mkdir()
+    (host_net / "dev").write_text(
+        (FIXTURE_PROC / "net" / "dev").read_text().replace("eth0", "ens5"), encoding="ascii"
+    )
+    (host_net / "snmp").write_text("Tcp: OutSegs RetransSegs\nTcp: 900 9\n", encoding="ascii")
+    samples = collect(NetworkCollector(proc, DEFAULT_EXCLUDE))
+
+    assert interfaces(samples) == {"ens5", "docker0"}
+    assert samples.value("esnode_network_rx_bytes_total", interface="ens5") == 4294967296000
+    assert samples.value("esnode_network_tcp_segments_sent_total") == 900
+    assert samples.value("esnode_network_tcp_segments_retransmitted_total") == 9

@@ -43,8 +43,7 @@ def env(daemonset: dict[str, Any]) -> dict[str, Any]:
 def test_agents_run_privileged_with_the_hosts_view() -> None:
     daemonset = only_daemonset({})
     spec = pod(daemonset)
-    assert spec["hostPID"] is True and spec["hostNetwork"] is True
-    assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert spec["hostPID"] is True  # the host's PID 1: its mounts and network namespace
     assert container(daemonset)["securityContext"] == {"privileged": True}
     mounts = {m["name"]: m for m in container(daemonset)["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
@@ -140,6 +139,21 @@ def test_scheduling_options_reach_the_pod() -> None:
     agent = container(daemonset)
     assert (agent["image"], agent["imagePullPolicy"]) == ("registry.example/esnode:2", "Always")
     assert agent["resources"] == {"limits": {"memory": "512Mi"}, "requests": {"cpu": 1}}
+
+
+def test_agents_install_beside_node_exporter_on_the_pod_network_by_default() -> None:
+    """kube-prometheus-stack's node-exporter holds hostNetwork and host port 9100 on every node."""
+    daemonset = only_daemonset({})
+    spec = pod(daemonset)
+    assert (spec["hostNetwork"], spec["dnsPolicy"]) == (False, "ClusterFirst")
+    assert container(daemonset)["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
+
+
+def test_host_network_stays_an_option() -> None:
+    daemonset = only_daemonset({"hostNetwork": True, "port": 9101})
+    spec = pod(daemonset)
+    assert (spec["hostNetwork"], spec["dnsPolicy"]) == (True, "ClusterFirstWithHostNet")
+    assert container(daemonset)["ports"] == [{"name": "metrics", "containerPort": 9101, "protocol": "TCP"}]
 
 
 def test_k8s_mode_mounts_the_pod_resources_directory_read_only() -> None:
@@ -260,18 +274,35 @@ def test_servicemonitor_scrapes_the_service_at_the_agents_pace() -> None:
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["monitoring"]}
     [endpoint] = monitor["spec"]["endpoints"]
     assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("metrics", "/metrics", "2500ms")
-    assert endpoint["relabelings"][0]["targetLabel"] == "node"
     assert "scrapeTimeout" not in endpoint
 
 
+def test_servicemonitor_moves_the_agent_pods_identity_out_of_the_workload_labels() -> None:
+    """Applied after Prometheus Operator's target labels: workload pod/namespace/container stay unrenamed."""
+    monitor = desired_children(fleet({})).servicemonitor
+    assert monitor is not None
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert "honorLabels" not in endpoint
+    assert endpoint["relabelings"] == [
+        {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"},
+        {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "agent_pod", "action": "replace"},
+        {
+            "sourceLabels": ["__meta_kubernetes_namespace"],
+            "targetLabel": "agent_namespace",
+            "action": "replace",
+        },
+        {"regex": "pod|namespace|container", "action": "labeldrop"},
+    ]
+
+
 def test_servicemonitor_options_and_disabling() -> None:
-    relabel = {"action": "labeldrop", "regex": "pod"}
+    relabel = {"action": "labeldrop", "regex": "agent_namespace"}
     options = {"interval": "30s", "scrapeTimeout": "10s", "relabelings": [relabel]}
     monitor = desired_children(fleet({"serviceMonitor": options})).servicemonitor
     assert monitor is not None
     [endpoint] = monitor["spec"]["endpoints"]
     assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("30s", "10s")
-    assert endpoint["relabelings"][1:] == [relabel]
+    assert endpoint["relabelings"][-1] == relabel  # the user's come last, so they can undo ours
     assert desired_children(fleet({"serviceMonitor": {"enabled": False}})).servicemonitor is None
 
 

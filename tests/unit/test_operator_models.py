@@ -13,7 +13,7 @@ from esnode_operator.api.models import FleetSpec, FleetStatus, duration_seconds
 def test_an_empty_spec_is_valid_and_means_every_default() -> None:
     spec = FleetSpec.model_validate({})
     assert spec.port == 9100
-    assert spec.host_network is True
+    assert spec.host_network is False
     assert spec.scrape_interval_seconds == 5.0
     assert spec.node_selector == {}
     assert [t.model_dump(exclude_none=True) for t in spec.tolerations] == [{"operator": "Exists"}]

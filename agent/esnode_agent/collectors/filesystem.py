@@ -11,8 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from esnode_agent.collectors.procfs import read_text
-from esnode_agent.cycle.collector import STAGE_READ, NoDataError
+from esnode_agent.collectors.procfs import host_view, read_first
+from esnode_agent.cycle.collector import STAGE_READ
 from esnode_agent.cycle.samples import SampleSink, gauge
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,7 @@ class FilesystemCollector:
         statvfs_timeout_seconds: float,
         statvfs: Statvfs = os.statvfs,
     ) -> None:
-        # PID 1's view is the host's when the agent shares the host PID namespace; ours otherwise.
-        self._mounts_paths = (procfs / "1" / "mounts", procfs / "mounts")
+        self._mounts_paths = host_view(procfs, "mounts")
         self._rootfs = rootfs
         self._exclude = re.compile(fstype_exclude)
         self._timeout_seconds = statvfs_timeout_seconds
@@ -135,11 +134,7 @@ class FilesystemCollector:
         return self._mounts
 
     def _read_mounts(self) -> str:
-        host_view, own_view = self._mounts_paths
-        try:
-            return read_text(host_view)
-        except NoDataError:
-            return read_text(own_view)
+        return read_first(self._mounts_paths)
 
     def _start(self, mount: Mount) -> Future[os.statvfs_result]:
         path = self._rootfs / mount.mount_point.lstrip("/")

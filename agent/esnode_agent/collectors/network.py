@@ -1,4 +1,9 @@
-"""Per-interface traffic counters from <procfs>/net/dev; TCP segment counters from <procfs>/net/snmp."""
+"""Per-interface traffic counters from net/dev; TCP segment counters from net/snmp.
+
+Both are read from ``<procfs>/1/net/`` first: with the host's PID namespace that is the host's network
+namespace, so an agent on the pod network still reports the node's interfaces. ``<procfs>/net/``
+(the agent's own namespace) is the fallback where PID 1's files cannot be read.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from esnode_agent.collectors.procfs import read_optional, read_text
-from esnode_agent.cycle.collector import STAGE_READ
+from esnode_agent.collectors.procfs import host_view, read_first
+from esnode_agent.cycle.collector import STAGE_READ, NoDataError
 from esnode_agent.cycle.samples import SampleSink, counter
 
 RX_BYTES = counter("esnode_network_rx_bytes_total", "Bytes received on the interface.", "interface")
@@ -70,12 +75,12 @@ class NetworkCollector:
     stage = STAGE_READ
 
     def __init__(self, procfs: Path, device_exclude: str) -> None:
-        self._dev_path = procfs / "net" / "dev"
-        self._snmp_path = procfs / "net" / "snmp"
+        self._dev_paths = host_view(procfs, "net", "dev")
+        self._snmp_paths = host_view(procfs, "net", "snmp")
         self._exclude = re.compile(device_exclude)
 
     def collect(self, sink: SampleSink) -> None:
-        for nic in parse_net_dev(read_text(self._dev_path)):
+        for nic in parse_net_dev(read_first(self._dev_paths)):
             if self._exclude.search(nic.interface):
                 continue
             sink.add(RX_BYTES, nic.rx_bytes, interface=nic.interface)
@@ -87,8 +92,10 @@ class NetworkCollector:
         self._add_tcp(sink)
 
     def _add_tcp(self, sink: SampleSink) -> None:
-        text = read_optional(self._snmp_path)
-        tcp = parse_snmp(text, "Tcp") if text is not None else {}
+        try:
+            tcp = parse_snmp(read_first(self._snmp_paths), "Tcp")
+        except NoDataError:
+            tcp = {}
         if "OutSegs" in tcp and "RetransSegs" in tcp:
             sink.add(TCP_SEGMENTS_SENT, tcp["OutSegs"])
             sink.add(TCP_SEGMENTS_RETRANSMITTED, tcp["RetransSegs"])

@@ -22,3 +22,22 @@ def read_optional(path: Path) -> str | None:
         return read_text(path)
     except NoDataError:
         return None
+
+
+def host_view(procfs: Path, *relative: str) -> tuple[Path, Path]:
+    """PID 1's copy of a per-namespace file, then the agent's own.
+
+    In the host's PID namespace (hostPID, or no container at all) PID 1 is the host's init, so its
+    mount table and network namespace are the host's even when the agent has namespaces of its own.
+    """
+    return procfs.joinpath("1", *relative), procfs.joinpath(*relative)
+
+
+def read_first(paths: tuple[Path, ...]) -> str:
+    """The first of ``paths`` that can be read; NoDataError naming the last when none can."""
+    *earlier, last = paths
+    for path in earlier:
+        text = read_optional(path)
+        if text is not None:
+            return text
+    return read_text(last)

@@ -321,8 +321,17 @@ class FleetSpec(CamelModel):
         None,
         description="RuntimeClass giving the agent NVML, e.g. nvidia where the NVIDIA runtime is not default",
     )
-    port: int = Field(9100, ge=1, le=65535, description="Metrics port (a host port when hostNetwork)")
-    host_network: bool = Field(True, description="Run in the node's network namespace, to see its interfaces")
+    port: int = Field(
+        9100,
+        ge=1,
+        le=65535,
+        description="Metrics port: the pod's, or the node's when hostNetwork (pick one node-exporter does not hold)",
+    )
+    host_network: bool = Field(
+        False,
+        description="Run in the node's network namespace. Not needed for network metrics: the agent reads the "
+        "node's interfaces through the host's PID 1",
+    )
     scrape_interval_seconds: float = Field(5.0, gt=0, le=3600, description="Agent collection period")
     collectors: Collectors = Field(default=Collectors())
     gpu: GpuOptions = Field(default=GpuOptions())

@@ -9,12 +9,23 @@ from esnode_operator.names import LABEL_INSTANCE, LABEL_NAME, METRICS_PORT_NAME,
 
 SERVICEMONITOR_API_VERSION = "monitoring.coreos.com/v1"
 
-# The node a sample came from, as a label: agents on the host network all look alike otherwise.
-NODE_RELABELING = {
+# Target relabelings, applied after Prometheus Operator's own (which set namespace, pod and container
+# to the agent pod's). GPU series carry the workload's pod, namespace and container; with the agent's
+# identity in those target labels too, Prometheus (honor_labels false) would rename the workload's to
+# exported_*. So the agent pod's identity moves to agent_pod/agent_namespace and the three target
+# labels are dropped: workload labels arrive unchanged, and host series carry no pod at all.
+# honorLabels: true would keep the workload's labels too, but stamp the agent pod onto every series
+# that has none (host, power, self metrics), indistinguishable from a workload's.
+NODE_RELABELING = {  # agents are one per node: the node names the target
     "sourceLabels": ["__meta_kubernetes_pod_node_name"],
     "targetLabel": "node",
     "action": "replace",
 }
+AGENT_POD_RELABELINGS = (
+    {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "agent_pod", "action": "replace"},
+    {"sourceLabels": ["__meta_kubernetes_namespace"], "targetLabel": "agent_namespace", "action": "replace"},
+    {"regex": "pod|namespace|container", "action": "labeldrop"},
+)
 
 
 def prometheus_duration(seconds: float) -> str:
@@ -28,7 +39,7 @@ def build_servicemonitor(fleet: Fleet) -> dict[str, Any]:
         "port": METRICS_PORT_NAME,
         "path": "/metrics",
         "interval": options.interval or prometheus_duration(fleet.spec.scrape_interval_seconds),
-        "relabelings": [NODE_RELABELING, *options.relabelings],
+        "relabelings": [NODE_RELABELING, *AGENT_POD_RELABELINGS, *options.relabelings],
     }
     if options.scrape_timeout is not None:
         endpoint["scrapeTimeout"] = options.scrape_timeout
