@@ -92,7 +92,7 @@ async def serve(config: AgentConfig, sock: socket.socket) -> None:
 
     server = _QuietServer(
         uvicorn.Config(
-            create_app(latest, loop_alive),
+            create_app(latest, loop_alive, config.telemetry_path),
             log_config=None,
             access_log=False,
             lifespan="off",

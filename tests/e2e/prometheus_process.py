@@ -14,7 +14,9 @@ from agent_process import free_port, running
 
 
 @contextmanager
-def prometheus(targets: list[str], workdir: Path, scrape_interval: str = "1s") -> Iterator[str]:
+def prometheus(
+    targets: list[str], workdir: Path, scrape_interval: str = "1s", metrics_path: str = "/metrics"
+) -> Iterator[str]:
     binary = shutil.which("prometheus")
     assert binary, "prometheus is required (Debian package prometheus)"
     config = workdir / "prometheus.yml"
@@ -24,6 +26,7 @@ def prometheus(targets: list[str], workdir: Path, scrape_interval: str = "1s") -
         f"  scrape_interval: {scrape_interval}\n"
         "scrape_configs:\n"
         "  - job_name: esnode\n"
+        f"    metrics_path: {metrics_path}\n"
         f"    static_configs: [{{targets: [{target_list}]}}]\n"
     )
     port = free_port()

@@ -20,11 +20,11 @@ from esnode_agent.serve.exposition import Payload
 from esnode_agent.serve.publication import Latest
 from esnode_agent.serve.status_view import status_view
 
-LANDING_PAGE = f"""<!doctype html>
+_LANDING_PAGE = """<!doctype html>
 <html><head><title>esnode agent</title></head><body>
-<h1>esnode agent {__version__}</h1>
+<h1>esnode agent {version}</h1>
 <ul>
-<li><a href="/metrics">/metrics</a> Prometheus exposition</li>
+<li><a href="{telemetry_path}">{telemetry_path}</a> Prometheus exposition</li>
 <li><a href="/status">/status</a> JSON snapshot (also <a href="/v1/status">/v1/status</a>)</li>
 <li><a href="/events">/events</a> one snapshot per cycle (Server-Sent Events)</li>
 <li><a href="/healthz">/healthz</a> and <a href="/readyz">/readyz</a></li>
@@ -68,8 +68,9 @@ def _accepts_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "")
 
 
-def create_app(latest: Latest, loop_alive: Callable[[], bool]) -> Starlette:
+def create_app(latest: Latest, loop_alive: Callable[[], bool], telemetry_path: str = "/metrics") -> Starlette:
     """``loop_alive`` says whether the collection loop is still cycling on time."""
+    landing_page = _LANDING_PAGE.format(version=__version__, telemetry_path=telemetry_path)
 
     async def metrics(request: Request) -> Response:
         publication = latest.current
@@ -110,13 +111,13 @@ def create_app(latest: Latest, loop_alive: Callable[[], bool]) -> Starlette:
         return EventSourceResponse(stream(), ping=15)
 
     async def landing(_: Request) -> Response:
-        return HTMLResponse(LANDING_PAGE)
+        return HTMLResponse(landing_page)
 
     return Starlette(
         middleware=[Middleware(DateHeader)],
         routes=[
+            Route(telemetry_path, metrics),
             Route("/", landing),
-            Route("/metrics", metrics),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/status", status),
