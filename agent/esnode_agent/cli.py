@@ -18,6 +18,7 @@ from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError, LoadedConfig, flag_name, load_config
 from esnode_agent.logging_setup import configure_logging
 from esnode_agent.runtime import bind_listener, serve
+from esnode_agent.serve.web_config import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,10 @@ def _run(loaded: LoadedConfig, ignored_flags: Sequence[str]) -> int:
     configure_logging(config.log_level, config.log_format)
     if ignored_flags:
         log.warning("node_exporter flags with no esnode counterpart ignored", extra={"flags": " ".join(ignored_flags)})
+    web = WebConfigWatcher(config.web_config_file) if config.web_config_file else None
     sock = bind_listener(config)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, sock))
+        asyncio.run(serve(config, sock, web))
     return 0
 
 

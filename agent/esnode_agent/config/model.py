@@ -125,6 +125,9 @@ class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     listen_address: str = Field("0.0.0.0:9100", description="HOST:PORT that serves /metrics")
+    web_config_file: Path | None = Field(
+        None, description="exporter-toolkit web config (TLS, basic auth, headers) for every endpoint"
+    )
     telemetry_path: str = Field(
         "/metrics", pattern=r"^/[^?#\s]*$", description="Path of the Prometheus exposition (node_exporter's)"
     )

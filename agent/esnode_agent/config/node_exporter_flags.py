@@ -19,6 +19,7 @@ from esnode_agent.config.sources import ConfigError
 OPTION_FLAGS = {
     "--web.listen-address": "--listen-address",
     "--web.telemetry-path": "--telemetry-path",
+    "--web.config.file": "--web-config-file",
     "--path.procfs": "--path-procfs",
     "--path.sysfs": "--path-sysfs",
     "--path.rootfs": "--path-rootfs",
