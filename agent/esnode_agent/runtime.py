@@ -93,7 +93,7 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
         )
         return not loop_task.done() and on_time
 
-    app: ASGIApp = create_app(latest, loop_alive, config.telemetry_path)
+    app: ASGIApp = create_app(latest, loop_alive, config.telemetry_path, config.max_event_clients)
     if web is not None:
         app = WebGuard(app, web)
     server_config = uvicorn.Config(

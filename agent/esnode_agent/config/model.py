@@ -128,6 +128,9 @@ class AgentConfig(BaseModel):
     web_config_file: Path | None = Field(
         None, description="exporter-toolkit web config (TLS, basic auth, headers) for every endpoint"
     )
+    max_event_clients: int = Field(
+        64, ge=1, le=10000, description="Concurrent /events (Server-Sent Events) clients; more get 503"
+    )
     telemetry_path: str = Field(
         "/metrics", pattern=r"^/[^?#\s]*$", description="Path of the Prometheus exposition (node_exporter's)"
     )

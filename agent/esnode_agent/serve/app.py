@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from esnode_agent import __version__
@@ -68,7 +68,38 @@ def _accepts_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "")
 
 
-def create_app(latest: Latest, loop_alive: Callable[[], bool], telemetry_path: str = "/metrics") -> Starlette:
+class AdmissionLimit:
+    """Wraps an endpoint so that at most ``limit`` of its responses stream at once; the rest get 503.
+
+    Counted around the whole response, not the stream's generator, so a client that leaves before
+    its first event is counted out too.
+    """
+
+    def __init__(self, endpoint: ASGIApp, limit: int) -> None:
+        self._endpoint = endpoint
+        self._limit = limit
+        self._active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._active >= self._limit:
+            busy = PlainTextResponse(
+                f"at most {self._limit} event clients at once\n", status_code=503, headers={"Retry-After": "10"}
+            )
+            await busy(scope, receive, send)
+            return
+        self._active += 1
+        try:
+            await self._endpoint(scope, receive, send)
+        finally:
+            self._active -= 1
+
+
+def create_app(
+    latest: Latest,
+    loop_alive: Callable[[], bool],
+    telemetry_path: str = "/metrics",
+    max_event_clients: int = 64,
+) -> Starlette:
     """``loop_alive`` says whether the collection loop is still cycling on time."""
     landing_page = _LANDING_PAGE.format(version=__version__, telemetry_path=telemetry_path)
 
@@ -122,6 +153,6 @@ def create_app(latest: Latest, loop_alive: Callable[[], bool], telemetry_path: s
             Route("/readyz", readyz),
             Route("/status", status),
             Route("/v1/status", status),
-            Route("/events", events),
+            Route("/events", AdmissionLimit(request_response(events), max_event_clients)),
         ],
     )
