@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 import types
 from collections.abc import Sequence
@@ -12,10 +13,14 @@ from typing import Any, NoReturn, Union, get_args, get_origin
 
 from esnode_agent import __version__
 from esnode_agent.client import AgentUnreachableError, fetch_metrics, fetch_status
+from esnode_agent.config import node_exporter_flags
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError, LoadedConfig, flag_name, load_config
 from esnode_agent.logging_setup import configure_logging
 from esnode_agent.runtime import bind_listener, serve
+from esnode_agent.serve.web_config import WebConfigWatcher
+
+log = logging.getLogger(__name__)
 
 PROG = "esnode-agent"
 EXIT_BAD_CONFIG = 2
@@ -76,12 +81,15 @@ def _print_config(loaded: LoadedConfig) -> None:
         print(f"{name:<{width}} = {value!r:<24} # {loaded.sources[name]}")
 
 
-def _run(loaded: LoadedConfig) -> int:
+def _run(loaded: LoadedConfig, ignored_flags: Sequence[str]) -> int:
     config = loaded.config
     configure_logging(config.log_level, config.log_format)
+    if ignored_flags:
+        log.warning("node_exporter flags with no esnode counterpart ignored", extra={"flags": " ".join(ignored_flags)})
+    web = WebConfigWatcher(config.web_config_file) if config.web_config_file else None
     sock = bind_listener(config)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, sock))
+        asyncio.run(serve(config, sock, web))
     return 0
 
 
@@ -89,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or args_list[0] not in (*COMMANDS, "-h", "--help", "--version"):
         args_list.insert(0, "run")
-    args = _parser().parse_args(args_list)
     try:
+        translation = node_exporter_flags.translate(args_list)
+        args = _parser().parse_args(translation.argv)
         if args.command in ("status", "metrics"):
             fetch = fetch_status if args.command == "status" else fetch_metrics
             print(fetch(args.address), end="" if args.command == "metrics" else "\n")
@@ -99,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             _print_config(loaded)
             return 0
-        return _run(loaded)
+        return _run(loaded, translation.ignored)
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG

@@ -1,4 +1,4 @@
-"""Structured logs: `text` (key=value, for people) or `json` (one object a line, for log pipelines)."""
+"""Structured logs: `text` (logfmt, as node_exporter writes it) or `json` (one object a line)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,28 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
 
 
+def _logfmt_value(value: Any) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' ="\\') and text.isprintable():
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
 class TextFormatter(logging.Formatter):
+    """logfmt: ``ts=... level=info logger=... msg="..." key=value``, one record a line."""
+
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(
-            f"{k}={v!r}" if isinstance(v, str) and " " in v else f"{k}={v}"
-            for k, v in _fields(record).items()
-        )
-        line = f"{self.formatTime(record)} {record.levelname.lower()} {record.name} {record.getMessage()}"
-        line = f"{line} {fields}" if fields else line
+        pairs = {
+            "ts": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **_fields(record),
+        }
         if record.exc_info:
-            line = f"{line}\n{self.formatException(record.exc_info)}"
-        return line
+            pairs["exception"] = self.formatException(record.exc_info)
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in pairs.items())
 
 
 class JsonFormatter(logging.Formatter):

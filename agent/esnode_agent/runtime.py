@@ -9,6 +9,7 @@ import time
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from esnode_agent.collectors.registry import build_collectors
 from esnode_agent.config.model import AgentConfig
@@ -18,6 +19,8 @@ from esnode_agent.cycle.snapshot import Snapshot
 from esnode_agent.report.wiring import build_reporter
 from esnode_agent.serve.app import create_app
 from esnode_agent.serve.publication import Latest
+from esnode_agent.serve.web_config import WebConfigWatcher
+from esnode_agent.serve.web_guard import WebGuard
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ def bind_listener(config: AgentConfig) -> socket.socket:
     return sock
 
 
-async def serve(config: AgentConfig, sock: socket.socket) -> None:
+async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher | None = None) -> None:
     latest = Latest()
     reporter = build_reporter(config)
 
@@ -90,16 +93,23 @@ async def serve(config: AgentConfig, sock: socket.socket) -> None:
         )
         return not loop_task.done() and on_time
 
-    server = _QuietServer(
-        uvicorn.Config(
-            create_app(latest, loop_alive),
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_keep_alive=30,
-            date_header=False,  # server.py adds it: uvicorn's would need a 10 Hz timer
-        )
+    app: ASGIApp = create_app(latest, loop_alive, config.telemetry_path, config.max_event_clients)
+    if web is not None:
+        app = WebGuard(app, web)
+    server_config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=30,
+        date_header=False,  # serve/app.py adds it: uvicorn's would need a 10 Hz timer
     )
+    if web is not None and web.ssl_context is not None:
+        # uvicorn builds a context only from file names; ours is reloaded in place when the
+        # certificate changes (web_config.py), so it is handed over after uvicorn's own load.
+        server_config.load()
+        server_config.ssl = web.ssl_context
+    server = _QuietServer(server_config)
     host, _ = config.listen_host_port
     log.info(
         "serving",

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -23,11 +24,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_ok(url: str, timeout_seconds: float = STARTUP_TIMEOUT_SECONDS) -> None:
+def wait_until_ok(
+    url: str, timeout_seconds: float = STARTUP_TIMEOUT_SECONDS, **request: Any
+) -> None:
+    """``request``: more httpx.get arguments (verify, auth) for an agent behind its web config."""
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
+            if httpx.get(url, timeout=1.0, **request).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -42,12 +46,12 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def running(
-    args: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None
+    args: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None, **request: Any
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env or clean_env())
         try:
-            wait_until_ok(ready_url)
+            wait_until_ok(ready_url, **request)
             yield process
         finally:
             process.terminate()

@@ -14,7 +14,14 @@ from agent_process import free_port, running
 
 
 @contextmanager
-def prometheus(targets: list[str], workdir: Path, scrape_interval: str = "1s") -> Iterator[str]:
+def prometheus(
+    targets: list[str],
+    workdir: Path,
+    scrape_interval: str = "1s",
+    metrics_path: str = "/metrics",
+    job_options: str = "",
+) -> Iterator[str]:
+    """``job_options``: more YAML lines of the scrape job (scheme, tls_config...), indented 4."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus is required (Debian package prometheus)"
     config = workdir / "prometheus.yml"
@@ -24,6 +31,8 @@ def prometheus(targets: list[str], workdir: Path, scrape_interval: str = "1s") -
         f"  scrape_interval: {scrape_interval}\n"
         "scrape_configs:\n"
         "  - job_name: esnode\n"
+        f"    metrics_path: {metrics_path}\n"
+        f"{job_options}"
         f"    static_configs: [{{targets: [{target_list}]}}]\n"
     )
     port = free_port()

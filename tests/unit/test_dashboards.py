@@ -18,10 +18,10 @@ DATASOURCE_REFS = {"${datasource}", "$datasource"}
 GRID_WIDTH = 24
 # Which template variables each dashboard offers, by uid.
 VARIABLES = {
-    "esnode-node-overview": {"datasource", "instance"},
-    "esnode-gpu-power": {"datasource", "instance", "gpu"},
-    "esnode-mig": {"datasource", "instance", "gpu"},
-    "esnode-model-efficiency": {"datasource", "instance", "model"},
+    "esnode-node-overview": {"datasource", "job", "node", "instance"},
+    "esnode-gpu-power": {"datasource", "job", "node", "instance", "gpu"},
+    "esnode-mig": {"datasource", "job", "node", "instance", "gpu"},
+    "esnode-model-efficiency": {"datasource", "job", "node", "instance", "model"},
 }
 COUNTER_FUNCTION_ON_WATTS = re.compile(r"\b(rate|irate|increase|resets)\s*\(\s*[a-zA-Z_:]*_watts\b")
 # An esnode metric and the label matchers that follow it, if any.
@@ -101,7 +101,9 @@ def test_dashboard_offers_its_variables(dashboard: dict[str, Any]) -> None:
 
 def test_every_query_is_filtered_by_the_dashboard_variables(dashboard: dict[str, Any]) -> None:
     """A selector without the instance (and gpu/model) matcher would ignore what the user picked."""
-    filters = [f'{name}=~"${name}"' for name in VARIABLES[dashboard["uid"]] - {"datasource"}]
+    # node narrows the instance list (esnode_node_info maps names to scrape addresses), so it
+    # reaches every query through instance.
+    filters = [f'{name}=~"${name}"' for name in VARIABLES[dashboard["uid"]] - {"datasource", "node"}]
     unfiltered = []
     for expr in exprs(dashboard):
         for metric, matchers in ESNODE_SELECTOR.findall(expr):

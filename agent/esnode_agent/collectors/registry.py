@@ -12,8 +12,10 @@ from esnode_agent.collectors.gpu import build_gpu_collector
 from esnode_agent.collectors.hwmon import HwmonCollector
 from esnode_agent.collectors.memory import MemoryCollector
 from esnode_agent.collectors.network import NetworkCollector
+from esnode_agent.collectors.node_info import NodeInfoCollector
 from esnode_agent.collectors.node_power import NodePowerCollector
 from esnode_agent.collectors.rapl import RaplCollector
+from esnode_agent.collectors.textfile import TextfileCollector
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.cycle.collector import Collector
 
@@ -49,6 +51,9 @@ def build_collectors(config: AgentConfig) -> list[Collector]:
     if gpu is not None:
         collectors.append(gpu)
     collectors.append(DegradationCollector(Thresholds.from_config(config)))
+    collectors.append(NodeInfoCollector(config.node_name))
+    if config.textfile_directory is not None:
+        collectors.append(TextfileCollector(config.textfile_directory))
     if config.app_metrics_urls:
         collectors += efficiency_collectors(config)
     return collectors

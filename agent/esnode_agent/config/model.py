@@ -125,6 +125,15 @@ class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     listen_address: str = Field("0.0.0.0:9100", description="HOST:PORT that serves /metrics")
+    web_config_file: Path | None = Field(
+        None, description="exporter-toolkit web config (TLS, basic auth, headers) for every endpoint"
+    )
+    max_event_clients: int = Field(
+        64, ge=1, le=10000, description="Concurrent /events (Server-Sent Events) clients; more get 503"
+    )
+    telemetry_path: str = Field(
+        "/metrics", pattern=r"^/[^?#\s]*$", description="Path of the Prometheus exposition (node_exporter's)"
+    )
     scrape_interval_seconds: float = Field(5.0, gt=0, le=3600, description="Collection period")
     collector_timeout_seconds: float | None = Field(
         None, gt=0, le=600, description="A collector running longer is skipped; unset: min(3 s, interval)"
@@ -136,6 +145,9 @@ class AgentConfig(BaseModel):
     enable_network: bool = True
     enable_power: bool = True
     enable_gpu: bool = True
+    textfile_directory: Path | None = Field(
+        None, description="Directory whose *.prom files are merged into the exposition (node_exporter's textfile)"
+    )
 
     # Power: node power source and budget.
     node_power_envelope_watts: float | None = Field(

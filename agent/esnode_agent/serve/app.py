@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from esnode_agent import __version__
@@ -20,11 +20,11 @@ from esnode_agent.serve.exposition import Payload
 from esnode_agent.serve.publication import Latest
 from esnode_agent.serve.status_view import status_view
 
-LANDING_PAGE = f"""<!doctype html>
+_LANDING_PAGE = """<!doctype html>
 <html><head><title>esnode agent</title></head><body>
-<h1>esnode agent {__version__}</h1>
+<h1>esnode agent {version}</h1>
 <ul>
-<li><a href="/metrics">/metrics</a> Prometheus exposition</li>
+<li><a href="{telemetry_path}">{telemetry_path}</a> Prometheus exposition</li>
 <li><a href="/status">/status</a> JSON snapshot (also <a href="/v1/status">/v1/status</a>)</li>
 <li><a href="/events">/events</a> one snapshot per cycle (Server-Sent Events)</li>
 <li><a href="/healthz">/healthz</a> and <a href="/readyz">/readyz</a></li>
@@ -68,8 +68,40 @@ def _accepts_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "")
 
 
-def create_app(latest: Latest, loop_alive: Callable[[], bool]) -> Starlette:
+class AdmissionLimit:
+    """Wraps an endpoint so that at most ``limit`` of its responses stream at once; the rest get 503.
+
+    Counted around the whole response, not the stream's generator, so a client that leaves before
+    its first event is counted out too.
+    """
+
+    def __init__(self, endpoint: ASGIApp, limit: int) -> None:
+        self._endpoint = endpoint
+        self._limit = limit
+        self._active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._active >= self._limit:
+            busy = PlainTextResponse(
+                f"at most {self._limit} event clients at once\n", status_code=503, headers={"Retry-After": "10"}
+            )
+            await busy(scope, receive, send)
+            return
+        self._active += 1
+        try:
+            await self._endpoint(scope, receive, send)
+        finally:
+            self._active -= 1
+
+
+def create_app(
+    latest: Latest,
+    loop_alive: Callable[[], bool],
+    telemetry_path: str = "/metrics",
+    max_event_clients: int = 64,
+) -> Starlette:
     """``loop_alive`` says whether the collection loop is still cycling on time."""
+    landing_page = _LANDING_PAGE.format(version=__version__, telemetry_path=telemetry_path)
 
     async def metrics(request: Request) -> Response:
         publication = latest.current
@@ -110,17 +142,17 @@ def create_app(latest: Latest, loop_alive: Callable[[], bool]) -> Starlette:
         return EventSourceResponse(stream(), ping=15)
 
     async def landing(_: Request) -> Response:
-        return HTMLResponse(LANDING_PAGE)
+        return HTMLResponse(landing_page)
 
     return Starlette(
         middleware=[Middleware(DateHeader)],
         routes=[
+            Route(telemetry_path, metrics),
             Route("/", landing),
-            Route("/metrics", metrics),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/status", status),
             Route("/v1/status", status),
-            Route("/events", events),
+            Route("/events", AdmissionLimit(request_response(events), max_event_clients)),
         ],
     )
