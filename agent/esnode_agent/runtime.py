@@ -10,6 +10,8 @@ from types import FrameType
 
 import uvicorn
 
+from esnode_agent.capping.collector import PowerCappingCollector
+from esnode_agent.capping.wiring import build_capper
 from esnode_agent.collectors.registry import build_collectors
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError
@@ -66,14 +68,21 @@ def bind_listener(config: AgentConfig) -> socket.socket:
 async def serve(config: AgentConfig, sock: socket.socket) -> None:
     latest = Latest()
     reporter = build_reporter(config)
+    collectors = build_collectors(config)
+    # Power capping: opt-in; acts after each cycle, in a worker thread (NVML calls block).
+    capper = build_capper(config, collectors)
+    if capper is not None:
+        collectors.append(PowerCappingCollector(capper))
 
     async def on_snapshot(snapshot: Snapshot) -> None:
         await latest.publish(snapshot)
         if reporter is not None:
             reporter.offer(snapshot)
+        if capper is not None:
+            await asyncio.to_thread(capper.step, snapshot)
 
     loop = CollectionLoop(
-        build_collectors(config),
+        collectors,
         interval_seconds=config.scrape_interval_seconds,
         timeout_seconds=config.effective_collector_timeout_seconds,
         on_snapshot=on_snapshot,
@@ -113,3 +122,5 @@ async def serve(config: AgentConfig, sock: socket.socket) -> None:
     finally:
         for task in tasks:
             task.cancel()
+        if capper is not None:
+            capper.close()  # put back every limit esnode set
