@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -34,11 +35,16 @@ class _QuietServer(uvicorn.Server):
 
     _exiting: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+    # Runs once told to exit. uvicorn re-raises SIGTERM when serve() returns, which ends the
+    # process before any finally: block of ours; what must happen on the way out goes here.
+    before_shutdown: Callable[[], None] | None = None
 
     async def main_loop(self) -> None:
         self._loop, self._exiting = asyncio.get_running_loop(), asyncio.Event()
         if not self.should_exit:
             await self._exiting.wait()
+        if self.before_shutdown is not None:
+            await asyncio.to_thread(self.before_shutdown)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)  # runs in the signal handler: only the thread-safe call below
@@ -109,6 +115,8 @@ async def serve(config: AgentConfig, sock: socket.socket) -> None:
             date_header=False,  # server.py adds it: uvicorn's would need a 10 Hz timer
         )
     )
+    if capper is not None:
+        server.before_shutdown = capper.close  # put back every limit esnode set
     host, _ = config.listen_host_port
     log.info(
         "serving",
@@ -123,4 +131,4 @@ async def serve(config: AgentConfig, sock: socket.socket) -> None:
         for task in tasks:
             task.cancel()
         if capper is not None:
-            capper.close()  # put back every limit esnode set
+            capper.close()  # when serve() ends without a signal; a second close finds nothing to do

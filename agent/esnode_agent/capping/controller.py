@@ -121,6 +121,7 @@ class PowerCapper:
         self._clock = clock
         self._lock = threading.Lock()  # step runs in a worker thread, close on the event loop's
         self._last_cut: float | None = None
+        self._closed = False
         self._recorded = CappingState()
         self.view = CapperView(mode)
         restore_recorded(state_file, devices)
@@ -138,11 +139,14 @@ class PowerCapper:
 
     def step(self, snapshot: Snapshot) -> None:
         with self._lock:
-            self._step(snapshot)
+            if not self._closed:
+                self._step(snapshot)
 
     def close(self) -> None:
-        """Put every limit esnode set back to its original."""
+        """Put every limit esnode set back to its original; no step changes anything after this."""
         with self._lock:
+            self._closed = True
+            restored = len(self._recorded.gpus)
             for cap in self._gpus:
                 changed = self._recorded.gpus.get(cap.device.identity.uuid)
                 if changed is not None and _restore_one(cap.device, changed):
@@ -150,6 +154,8 @@ class PowerCapper:
                 cap.esnode_watts = None
             self._recorded.gpus.clear()
             self._state_file.save(self._recorded)
+        if restored:
+            log.info("power limits restored", extra={"gpus": restored})
 
     def _open(self, device: PowerLimitDevice) -> GpuCap | None:
         try:
