@@ -23,6 +23,7 @@ from esnode_agent.gpu.nvml_backend import NvmlBackend, NvmlDevice
 from esnode_agent.gpu.sim_backend import FakeNvml
 from esnode_agent.gpu.sim_power_limit import read_driver_state
 from esnode_agent.gpu.sim_profile import SimProfile, load_profile
+from esnode_agent.report.model import build_report
 
 
 class Clock:
@@ -207,3 +208,17 @@ def test_out_of_range_limits_are_refused_as_nvml_refuses_them(tmp_path: Path) ->
 def test_capping_needs_an_envelope() -> None:
     with pytest.raises(ValueError, match="needs node_power_envelope_watts"):
         AgentConfig(power_capping="enforce")
+
+
+def test_the_node_report_shows_a_capped_node(tmp_path: Path) -> None:
+    _, clock, devices = _server(tmp_path)
+    capper = _capper(devices, tmp_path, clock, envelope=4000.0)
+    capper.step(_snapshot(devices))
+    sink = SampleSink(0.0)
+    PowerCappingCollector(capper).collect(sink)
+    snapshot = Snapshot(2, 0.0, 0.0, SampleIndex(sink.samples), ())
+    report = build_report(snapshot, "node-a", "fleet", heartbeat_seconds=60)
+    assert report.power_capping == "capping"
+    assert report.capped_gpus == len(capper.view.gpus) - sum(g.esnode_watts is None for g in capper.view.gpus)
+    assert report.capped_gpus > 0
+    assert report.model_dump(by_alias=True)["powerCapping"] == "capping"  # the printer column's path
