@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from esnode_agent.capping.share import GpuPower, Policy, next_limits
+from esnode_agent.config.model import AgentConfig
 from esnode_agent.gpu.sim_demand import Demand, Diurnal, TrainingSteps, Wave
 from esnode_operator.power.budget import NodeDemand, Reporting, settle, share_budget
 
@@ -42,7 +43,7 @@ PERIOD_SECONDS = 5.0
 OPERATOR_PERIOD_SECONDS = 30.0
 OVERSUBSCRIPTION = 0.77
 STEP_AT_SECONDS, STEP_FOR_SECONDS, STEP_LOAD = 1800.0, 300.0, 0.95
-POLICY_HYSTERESIS_WATTS, POLICY_STEP_WATTS, HOLD_SECONDS = 50.0, 25.0, 30.0
+POLICY_STEP_WATTS, HOLD_SECONDS = 25.0, 30.0  # the agent's defaults
 DEADBAND_WATTS = 100.0
 WARM_UP_SECONDS = 120.0
 
@@ -85,7 +86,11 @@ class Result:
 
 
 def run(
-    nodes: list[Node], budget: float, minutes: float, controller: Callable[[float, list[Node]], int]
+    nodes: list[Node],
+    budget: float,
+    minutes: float,
+    controller: Callable[[float, list[Node]], int],
+    hysteresis_watts: float = AgentConfig.model_fields["power_capping_hysteresis_watts"].default,
 ) -> Result:
     result = Result()
     steps = int((WARM_UP_SECONDS + minutes * 60) / PERIOD_SECONDS)
@@ -104,7 +109,7 @@ def run(
             node.power_watts = OTHER_WATTS + sum(draws)
             node.peak_watts = max(node.peak_watts, node.power_watts)
             fleet += node.power_watts
-            _agent(node, draws, t)
+            _agent(node, draws, t, hysteresis_watts)
         writes = controller(t, nodes)
         if t < WARM_UP_SECONDS:  # agents and operator start from nothing; a fleet runs warm
             result = Result()
@@ -124,14 +129,14 @@ def run(
     return result
 
 
-def _agent(node: Node, draws: list[float], t: float) -> None:
+def _agent(node: Node, draws: list[float], t: float, hysteresis_watts: float) -> None:
     if node.envelope_watts is None:
         return
     gpus = [
         GpuPower(str(i), draws[i], node.limits[i], MIN_WATTS, DEFAULT_WATTS) for i in range(GPUS_PER_NODE)
     ]
     may_raise = node.last_cut is None or t - node.last_cut >= HOLD_SECONDS
-    policy = Policy(node.envelope_watts, POLICY_HYSTERESIS_WATTS, POLICY_STEP_WATTS)
+    policy = Policy(node.envelope_watts, hysteresis_watts, POLICY_STEP_WATTS)
     for uuid, watts in next_limits(gpus, node.power_watts, policy, may_raise).items():
         if watts < node.limits[int(uuid)]:
             node.last_cut = t
@@ -174,6 +179,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument(
+        "--hysteresis-watts",
+        type=float,
+        default=AgentConfig.model_fields["power_capping_hysteresis_watts"].default,
+        help="the agents' power_capping_hysteresis_watts (default: the agent's default)",
+    )
     args = parser.parse_args()
     budget = OVERSUBSCRIPTION * args.nodes * (OTHER_WATTS + GPUS_PER_NODE * DEFAULT_WATTS)
     print(
@@ -189,7 +200,7 @@ def main() -> None:
         node.limits = [static_limit] * GPUS_PER_NODE
     static = run(static_fleet, budget, args.minutes, lambda t, nodes: 0)
 
-    esnode = run(_fleet(args.nodes), budget, args.minutes, _budget_operator(budget))
+    esnode = run(_fleet(args.nodes), budget, args.minutes, _budget_operator(budget), args.hysteresis_watts)
 
     minutes = args.minutes
     rows = [

@@ -7,26 +7,20 @@ the process that set them), so the test reads what the agent left behind after i
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from agent_process import RaplTree, agent
+from agent_process import agent
 
 from esnode_agent.gpu.sim_power_limit import read_driver_state
 from esnode_agent.gpu.sim_profile import load_profile
 
 pytestmark = pytest.mark.e2e
 
-ENVELOPE_WATTS = 3000.0
+# The GPUs alone (no RAPL here, as on most cloud GPU VMs): the node power the agent judges is theirs.
+ENVELOPE_WATTS = 2600.0
 DEFAULT_LIMIT_MILLIWATTS = 700_000
-
-
-@pytest.fixture
-def rapl(tmp_path: Path) -> Iterator[RaplTree]:
-    with RaplTree(tmp_path / "sys", package_watts=(180.0, 170.0)) as tree:
-        yield tree
 
 
 def _h100x8_keeping_limits_in(path: Path, profile_path: Path) -> Path:
@@ -47,11 +41,11 @@ def _statuses(url: str, count: int) -> list[dict[str, object]]:
     return seen
 
 
-def test_enforce_holds_the_envelope_and_stopping_restores_every_limit(tmp_path: Path, rapl: RaplTree) -> None:
+def test_enforce_holds_the_envelope_and_stopping_restores_every_limit(tmp_path: Path) -> None:
     driver = tmp_path / "driver.json"
     profile = _h100x8_keeping_limits_in(driver, tmp_path / "h100x8.json")
     flags = (
-        *("--scrape-interval", "1", "--gpu-backend", f"sim:{profile}", "--path-sysfs", str(rapl.sysfs)),
+        *("--scrape-interval", "1", "--gpu-backend", f"sim:{profile}", "--path-sysfs", str(tmp_path)),
         *("--node-power-envelope-watts", str(ENVELOPE_WATTS), "--power-capping", "enforce"),
         *("--power-capping-state-dir", str(tmp_path / "state")),
     )

@@ -16,6 +16,7 @@ from esnode_agent.capping.wiring import capper_for
 from esnode_agent.collectors.gpu import PLAIN
 from esnode_agent.collectors.node_power import NODE_POWER
 from esnode_agent.config.model import AgentConfig
+from esnode_agent.config.sources import ConfigError
 from esnode_agent.cycle.samples import Sample, SampleIndex, SampleSink
 from esnode_agent.cycle.snapshot import Snapshot
 from esnode_agent.gpu.backend import PowerLimitError
@@ -58,6 +59,9 @@ def test_the_band_between_target_and_envelope_changes_nothing() -> None:
     policy = Policy(envelope_watts=3000, hysteresis_watts=50, step_watts=25)
     gpus = [_gpu("a", 500, limit=500)]
     assert next_limits(gpus, 2960.0, policy, may_raise=True) == {}
+    assert next_limits(gpus, 2980.0, policy, may_raise=True)["a"] == pytest.approx(
+        470.0
+    )  # caught before over
     assert next_limits(gpus, 2910.0, policy, may_raise=True) == {}
     assert next_limits(gpus, 2890.0, policy, may_raise=True) == {"a": 525.0}
     assert next_limits(gpus, 2890.0, policy, may_raise=False) == {}
@@ -222,3 +226,52 @@ def test_the_node_report_shows_a_capped_node(tmp_path: Path) -> None:
     assert report.capped_gpus == len(capper.view.gpus) - sum(g.esnode_watts is None for g in capper.view.gpus)
     assert report.capped_gpus > 0
     assert report.model_dump(by_alias=True)["powerCapping"] == "capping"  # the printer column's path
+
+
+def test_advise_exports_the_limits_it_would_set_and_sets_none(tmp_path: Path) -> None:
+    _, clock, devices = _server(tmp_path)
+    capper = PowerCapper(
+        "advise",
+        devices,
+        policy=Policy(4000.0, 50.0, 25.0),
+        hold_seconds=30.0,
+        state_file=StateFile(tmp_path / "state"),
+        clock=clock,
+    )
+    capper.step(_snapshot(devices))
+    sink = SampleSink(0.0)
+    PowerCappingCollector(capper).collect(sink)
+    advised = [s.value for s in sink.samples if s.spec.name == "esnode_gpu_power_limit_esnode_watts"]
+    assert advised and max(advised) < 700.0
+    assert read_driver_state(tmp_path / "driver.json") == {}
+    assert not (tmp_path / "state" / "power-capping.json").exists()
+
+
+def test_enforce_without_a_writable_state_dir_is_a_config_error(tmp_path: Path) -> None:
+    _, _, devices = _server(tmp_path)
+    (tmp_path / "file").write_text("")
+    config = AgentConfig(
+        power_capping="enforce", node_power_envelope_watts=4000.0, power_capping_state_dir=tmp_path / "file"
+    )
+    with pytest.raises(ConfigError, match="power_capping_state_dir"):
+        capper_for(config, devices)
+
+
+def test_a_corrupt_state_file_stops_enforce_and_only_warns_when_off(tmp_path: Path) -> None:
+    _, _, devices = _server(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "power-capping.json").write_text("{not json")
+    enforce = AgentConfig(
+        power_capping="enforce", node_power_envelope_watts=4000.0, power_capping_state_dir=tmp_path / "state"
+    )
+    with pytest.raises(ConfigError, match="not a power-capping state file"):
+        capper_for(enforce, devices)
+    assert capper_for(AgentConfig(power_capping_state_dir=tmp_path / "state"), devices) is None
+
+
+def test_entries_for_gpus_this_run_does_not_see_are_kept(tmp_path: Path) -> None:
+    _, clock, devices = _server(tmp_path)
+    _capper(devices, tmp_path, clock, envelope=4000.0).step(_snapshot(devices))  # then a crash
+    capper_for(AgentConfig(power_capping_state_dir=tmp_path / "state"), devices[:4])
+    left = json.loads((tmp_path / "state" / "power-capping.json").read_text())["gpus"]
+    assert set(left) == {d.identity.uuid for d in devices[4:]}

@@ -73,7 +73,9 @@ def restore_recorded(state_file: StateFile, devices: Sequence[PowerLimitDevice])
     restored = 0
     for uuid, changed in list(state.gpus.items()):
         device = by_uuid.get(uuid)
-        if device is not None and _restore_one(device, changed):
+        if device is None:
+            continue  # not visible to this run (GPUs off, another device list): kept for a later one
+        if _restore_one(device, changed):
             restored += 1
         del state.gpus[uuid]
         state_file.save(state)
@@ -209,7 +211,16 @@ class PowerCapper:
         )
         changed.pending_milliwatts = milliwatts
         self._recorded.gpus[uuid] = changed
-        self._state_file.save(self._recorded)  # before the call: a crash after it still knows
+        try:
+            self._state_file.save(self._recorded)  # before the call: a crash after it still knows
+        except OSError as exc:  # no record, no change: what cannot be restored is not done
+            log.warning(
+                "power limit not set: cannot record it",
+                extra={"gpu": cap.device.identity.index, "error": str(exc)},
+            )
+            changed.pending_milliwatts = None
+            self.view.actions[ACTION_REFUSED] += 1
+            return False
         try:
             cap.device.set_power_limit_milliwatts(milliwatts)
         except PowerLimitError as exc:

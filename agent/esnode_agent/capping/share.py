@@ -1,6 +1,8 @@
 """The capping rule, pure: which GPU power limits bring a node under its envelope.
 
-Cut: when node power is above the envelope, the excess down to ``envelope - hysteresis`` is shared
+Cut: when node power comes within half a hysteresis of the envelope (so that GPUs still below their
+limits, drifting up, are caught before they carry the node over), the excess down to
+``envelope - hysteresis`` is shared
 across GPUs in proportion to each one's room above its minimum limit (what it draws, or its limit
 if lower, minus the minimum), so a GPU idling near its floor is not cut and every GPU keeps its
 share of the work. Raise: once node power is below ``envelope - 2 * hysteresis``, capped GPUs go
@@ -57,7 +59,7 @@ def next_limits(
 ) -> Mapping[str, float]:
     """The limits to change this cycle (empty: leave them all)."""
     target = policy.envelope_watts - policy.hysteresis_watts
-    if node_power_watts > policy.envelope_watts:
+    if node_power_watts > policy.envelope_watts - policy.hysteresis_watts / 2:
         return cut_limits(gpus, node_power_watts - target)
     if may_raise and node_power_watts < target - policy.hysteresis_watts:
         return raise_limits(gpus, target - node_power_watts, policy.step_watts)

@@ -50,6 +50,12 @@ class StateFile:
                 f"{self.path}: not a power-capping state file: {exc.errors()[0]['msg']}"
             ) from None
 
+    def check_writable(self) -> None:
+        """Raises OSError unless the directory exists (created if need be) and takes a file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self.path.parent):
+            pass
+
     def save(self, state: CappingState) -> None:
         if state.gpus:
             write_atomically(self.path, state.model_dump_json(indent=1))

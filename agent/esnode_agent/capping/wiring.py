@@ -10,6 +10,7 @@ from esnode_agent.capping.share import Policy
 from esnode_agent.capping.state_file import StateFile
 from esnode_agent.collectors.gpu import GpuCollector
 from esnode_agent.config.model import AgentConfig
+from esnode_agent.config.sources import ConfigError
 from esnode_agent.cycle.collector import Collector
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,24 @@ def capper_for(config: AgentConfig, devices: Sequence[PowerLimitDevice]) -> Powe
     state_file = StateFile(config.power_capping_state_dir)
     if config.power_capping == "off":
         if state_file.path.exists():
-            restore_recorded(state_file, devices)
+            _restore_leftovers(state_file, devices)
         return None
+    try:
+        state_file.check_writable()
+        return _capper(config, devices, state_file)
+    except (ValueError, OSError) as exc:  # the agent stops with one line rather than cap unrecorded
+        raise ConfigError(f"power_capping_state_dir={config.power_capping_state_dir}: {exc}") from None
+
+
+def _restore_leftovers(state_file: StateFile, devices: Sequence[PowerLimitDevice]) -> None:
+    """With capping off a bad state file is worth a warning, not a node without metrics."""
+    try:
+        restore_recorded(state_file, devices)
+    except (ValueError, OSError) as exc:
+        log.warning("power limits left by an earlier run not restored", extra={"error": str(exc)})
+
+
+def _capper(config: AgentConfig, devices: Sequence[PowerLimitDevice], state_file: StateFile) -> PowerCapper:
     envelope = config.node_power_envelope_watts
     if envelope is None:  # the config model refuses this; kept for the type checker
         raise ValueError("power_capping needs node_power_envelope_watts")
