@@ -275,3 +275,18 @@ def test_entries_for_gpus_this_run_does_not_see_are_kept(tmp_path: Path) -> None
     capper_for(AgentConfig(power_capping_state_dir=tmp_path / "state"), devices[:4])
     left = json.loads((tmp_path / "state" / "power-capping.json").read_text())["gpus"]
     assert set(left) == {d.identity.uuid for d in devices[4:]}
+
+
+def test_a_state_file_that_stops_taking_writes_refuses_changes_and_never_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, clock, devices = _server(tmp_path)
+    capper = _capper(devices, tmp_path, clock, envelope=4000.0)
+
+    def full_disk(self: StateFile, state: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(StateFile, "save", full_disk)
+    capper.step(_snapshot(devices))
+    assert capper.view.actions["refused"] == len(devices)
+    assert read_driver_state(tmp_path / "driver.json") == {}  # nothing set that could not be recorded

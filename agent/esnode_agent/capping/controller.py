@@ -141,8 +141,12 @@ class PowerCapper:
 
     def step(self, snapshot: Snapshot) -> None:
         with self._lock:
-            if not self._closed:
+            if self._closed:
+                return
+            try:
                 self._step(snapshot)
+            except Exception:  # a fault here must never stop the collection loop that calls it
+                log.exception("power capping step failed")
 
     def close(self) -> None:
         """Put every limit esnode set back to its original; no step changes anything after this."""
@@ -231,7 +235,10 @@ class PowerCapper:
         changed.set_milliwatts, changed.pending_milliwatts = milliwatts, None
         if milliwatts == changed.original_milliwatts:
             del self._recorded.gpus[uuid]  # back where it was: nothing of ours to restore
-        self._state_file.save(self._recorded)
+        try:
+            self._state_file.save(self._recorded)
+        except OSError as exc:  # the file still lists this value as pending: a restore still finds it
+            log.warning("power capping state not updated", extra={"error": str(exc)})
         return True
 
     def _disable(self, device: PowerLimitDevice, exc: PowerLimitError) -> None:
