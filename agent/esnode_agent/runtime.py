@@ -6,11 +6,14 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from esnode_agent.capping.collector import PowerCappingCollector
+from esnode_agent.capping.wiring import build_capper
 from esnode_agent.collectors.registry import build_collectors
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError
@@ -35,11 +38,16 @@ class _QuietServer(uvicorn.Server):
 
     _exiting: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+    # Runs once told to exit. uvicorn re-raises SIGTERM when serve() returns, which ends the
+    # process before any finally: block of ours; what must happen on the way out goes here.
+    before_shutdown: Callable[[], None] | None = None
 
     async def main_loop(self) -> None:
         self._loop, self._exiting = asyncio.get_running_loop(), asyncio.Event()
         if not self.should_exit:
             await self._exiting.wait()
+        if self.before_shutdown is not None:
+            await asyncio.to_thread(self.before_shutdown)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)  # runs in the signal handler: only the thread-safe call below
@@ -69,14 +77,21 @@ def bind_listener(config: AgentConfig) -> socket.socket:
 async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher | None = None) -> None:
     latest = Latest()
     reporter = build_reporter(config)
+    collectors = build_collectors(config)
+    # Power capping: opt-in; acts after each cycle, in a worker thread (NVML calls block).
+    capper = build_capper(config, collectors)
+    if capper is not None:
+        collectors.append(PowerCappingCollector(capper))
 
     async def on_snapshot(snapshot: Snapshot) -> None:
         await latest.publish(snapshot)
         if reporter is not None:
             reporter.offer(snapshot)
+        if capper is not None:
+            await asyncio.to_thread(capper.step, snapshot)
 
     loop = CollectionLoop(
-        build_collectors(config),
+        collectors,
         interval_seconds=config.scrape_interval_seconds,
         timeout_seconds=config.effective_collector_timeout_seconds,
         on_snapshot=on_snapshot,
@@ -110,6 +125,8 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
         server_config.load()
         server_config.ssl = web.ssl_context
     server = _QuietServer(server_config)
+    if capper is not None:
+        server.before_shutdown = capper.close  # put back every limit esnode set
     host, _ = config.listen_host_port
     log.info(
         "serving",
@@ -123,3 +140,5 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
     finally:
         for task in tasks:
             task.cancel()
+        if capper is not None:
+            capper.close()  # when serve() ends without a signal; a second close finds nothing to do

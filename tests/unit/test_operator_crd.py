@@ -153,5 +153,6 @@ def test_the_node_report_crd_carries_the_agents_report_as_status() -> None:
         "Envelope": ("number", ".status.envelopeWatts"),
         "Exceeded": ("boolean", ".status.exceeded"),
         "GPUs": ("integer", ".status.gpuCount"),
+        "Capping": ("string", ".status.powerCapping"),
         "Last-Seen": ("date", ".status.lastReportTime"),
     }

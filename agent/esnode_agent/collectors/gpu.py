@@ -89,6 +89,11 @@ class GpuCollector:
         if not self._unknown_checked:
             self._warn_unknown(seen_migs)
 
+    @property
+    def devices(self) -> Sequence[GpuDevice]:
+        """The GPUs this agent shows; the opt-in power capper acts on these and no others."""
+        return self._devices
+
     def close(self) -> None:
         """Stops the background threads and releases the library (tests, shutdown)."""
         if self._pods:

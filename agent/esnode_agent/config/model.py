@@ -289,6 +289,25 @@ class AgentConfig(BaseModel):
     )
     node_condition: bool = Field(False, description="Also set the Node condition EsnodePowerEnvelopeExceeded")
 
+    # Power capping (docs/power.md): opt-in, bounded by each GPU's constraints, undone on exit.
+    power_capping: Literal["off", "advise", "enforce"] = Field(
+        "off", description="Hold node power under the envelope with GPU power limits: advise or enforce"
+    )
+    power_capping_hysteresis_watts: float = Field(
+        50.0, gt=0, description="Cut to this far under the envelope; raise only below twice this"
+    )
+    power_capping_hold_seconds: float = Field(30.0, ge=0, description="No raise sooner than this after a cut")
+    power_capping_step_watts: float = Field(25.0, gt=0, description="Largest raise per GPU per cycle")
+    power_capping_state_dir: Path = Field(
+        Path("/var/lib/esnode"), description="Where the limits esnode set are remembered, for restore"
+    )
+
+    @model_validator(mode="after")
+    def _capping_needs_envelope(self) -> AgentConfig:
+        if self.power_capping != "off" and self.node_power_envelope_watts is None:
+            raise ValueError(f"power_capping={self.power_capping} needs node_power_envelope_watts")
+        return self
+
     @field_validator("network_device_exclude", "disk_device_exclude", "filesystem_fstype_exclude")
     @classmethod
     def _check_regex(cls, value: str) -> str:

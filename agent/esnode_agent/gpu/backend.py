@@ -34,6 +34,32 @@ class EventsUnsupportedError(Exception):
     """No visible GPU can deliver XID events."""
 
 
+# Power limits (opt-in capping, esnode_agent.capping): why a GPU refuses to have its limit set.
+REFUSED_NO_PERMISSION = "no_permission"
+REFUSED_NOT_SUPPORTED = "not_supported"
+REFUSED_OUT_OF_RANGE = "out_of_range"
+REFUSED_GPU_LOST = "gpu_lost"
+REFUSED_OTHER = "error"
+
+
+class PowerLimitError(Exception):
+    """The GPU refused to read or set its power limit; ``reason`` is one of the REFUSED_ values."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class PowerLimits:
+    """A GPU's power management limits, in watts."""
+
+    min_watts: float
+    max_watts: float
+    default_watts: float
+    current_watts: float
+
+
 @dataclass(frozen=True, slots=True)
 class GpuIdentity:
     """What names a GPU; read once when the backend opens."""

@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
 import pynvml  # type: ignore[import-untyped]  # constants and error classes only; calls go through NvmlApi
 
+from esnode_agent.gpu import backend
 from esnode_agent.gpu.backend import (
     EventsUnsupportedError,
     GpuDevice,
@@ -27,6 +29,8 @@ from esnode_agent.gpu.backend import (
     MigReading,
     NullBackend,
     NvlinkCounters,
+    PowerLimitError,
+    PowerLimits,
     XidEvent,
 )
 from esnode_agent.gpu.nvml_api import DeviceAttributes, EventSet, FieldValue, Handle, NvmlApi
@@ -258,6 +262,22 @@ class NvmlDevice:
             remapped_rows_failed=_flag(fields.get(_REMAPPED_FAILURE)),
         )
 
+    # Power limits: only the opt-in capper calls these (esnode_agent.capping).
+    def power_limits(self) -> PowerLimits:
+        lib, h = self._lib, self._handle
+        with _power_limit_errors():
+            low, high = lib.nvmlDeviceGetPowerManagementLimitConstraints(h)
+            return PowerLimits(
+                min_watts=low / 1000,
+                max_watts=high / 1000,
+                default_watts=lib.nvmlDeviceGetPowerManagementDefaultLimit(h) / 1000,
+                current_watts=lib.nvmlDeviceGetPowerManagementLimit(h) / 1000,
+            )
+
+    def set_power_limit_milliwatts(self, milliwatts: int) -> None:
+        with _power_limit_errors():
+            self._lib.nvmlDeviceSetPowerManagementLimit(self._handle, milliwatts)
+
     def refresh_pcie(self) -> None:
         """Called by the PCIe sampler thread: NVML blocks ~20 ms per direction here."""
         lib, h = self._lib, self._handle
@@ -416,6 +436,23 @@ class NvmlDevice:
             profile=mig_profile(lib.nvmlDeviceGetName(handle), attributes),
             sm_count=int(attributes.multiprocessorCount),
         )
+
+
+_POWER_LIMIT_REFUSALS = {
+    pynvml.NVML_ERROR_NO_PERMISSION: backend.REFUSED_NO_PERMISSION,
+    pynvml.NVML_ERROR_NOT_SUPPORTED: backend.REFUSED_NOT_SUPPORTED,
+    pynvml.NVML_ERROR_FUNCTION_NOT_FOUND: backend.REFUSED_NOT_SUPPORTED,
+    pynvml.NVML_ERROR_INVALID_ARGUMENT: backend.REFUSED_OUT_OF_RANGE,
+    **dict.fromkeys(_LOST, backend.REFUSED_GPU_LOST),
+}
+
+
+@contextmanager
+def _power_limit_errors() -> Iterator[None]:
+    try:
+        yield
+    except pynvml.NVMLError as exc:
+        raise PowerLimitError(_POWER_LIMIT_REFUSALS.get(exc.value, backend.REFUSED_OTHER), str(exc)) from exc
 
 
 def mig_profile(device_name: str, attributes: DeviceAttributes) -> str:

@@ -4,8 +4,10 @@ The NVML backend runs on it unchanged, so `--gpu-backend sim:h100x8` and the tes
 code path as real GPUs. It keeps NVML's contract at the library boundary: pynvml's structs, NVML's
 units (mW, mJ, MHz, KB/s, KiB), pynvml.NVMLError subclasses with the real codes (NOT_SUPPORTED for
 what the modelled board lacks, GPU_IS_LOST for a failed GPU), monotonic energy and NVLink
-counters. Values follow a load wave per GPU, deterministic from the profile's seed and the time
-elapsed since the simulator was created.
+counters. Values follow a demand trace per GPU (sim_demand), deterministic from the profile's seed
+and the time elapsed since the simulator was created; power limits are NVML's (mW, constraints,
+NO_PERMISSION / INVALID_ARGUMENT / NOT_SUPPORTED), and the draw follows min(demand, limit) with the
+response time of a real power controller (sim_power_limit).
 """
 
 # ruff: noqa: N802, N803, N815  (NVML's own camelCase names)
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 
 import pynvml  # type: ignore[import-untyped]  # structs, constants and error classes
 
+from esnode_agent.gpu.sim_demand import Demand, Diurnal, TrainingSteps, Wave
+from esnode_agent.gpu.sim_power_limit import DriverState, PowerController
 from esnode_agent.gpu.sim_profile import SimGpuGroup, SimMigInstance, SimProfile
 
 MAX_MIG_DEVICES = 7  # what NVML reports for H100 and A100
@@ -32,7 +36,7 @@ _AMBIENT_CELSIUS = 28.0  # an idle GPU in a cooled rack
 _LOAD_HEATING_CELSIUS = 50.0  # what full load adds
 _PCIE_SAMPLE_WINDOW_SECONDS = 0.02  # measured: 21 ms per direction on an H200, driver 580
 _PCI_BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)  # an HGX board's GPUs
-_LOAD_MEAN, _LOAD_SWING = 0.5, 0.45
+_CAPPED_CLOCK_EXPONENT = 1 / 3  # dynamic power goes roughly as f * V^2, and V with f: f ~ P^(1/3)
 
 
 def _error(code: int) -> pynvml.NVMLError:
@@ -45,35 +49,17 @@ class _Handle:
     mig_slot: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Wave:
-    """Load mean + swing * sin(2 pi t / period + phase), by default between 0.05 and 0.95, with its
-    integral; a swing of 0 is a steady load."""
-
-    period_seconds: float
-    phase: float
-    mean: float = _LOAD_MEAN
-    swing: float = _LOAD_SWING
-
-    def load(self, t: float) -> float:
-        return self.mean + self.swing * math.sin(self._angle(t))
-
-    def integral(self, t: float) -> float:
-        """Load-seconds from 0 to t; closed form, so counters never drift from the gauges."""
-        omega = 2 * math.pi / self.period_seconds
-        return self.mean * t - self.swing / omega * (math.cos(self._angle(t)) - math.cos(self.phase))
-
-    def _angle(self, t: float) -> float:
-        return 2 * math.pi * t / self.period_seconds + self.phase
-
-
-def _load_wave(spec: SimGpuGroup, phase: float) -> _Wave:
+def _demand(spec: SimGpuGroup, phase: float) -> Demand:
     if spec.steady_load is not None:  # a long job holding the GPU at one load
-        return _Wave(spec.load_period_seconds, 0.0, mean=spec.steady_load, swing=0.0)
-    return _Wave(spec.load_period_seconds, phase)
+        return Wave(spec.load_period_seconds, 0.0, mean=spec.steady_load, swing=0.0)
+    if spec.demand == "diurnal":
+        return Diurnal.starting_at(spec.load_period_seconds, phase)
+    if spec.demand == "training":
+        return TrainingSteps(spec.load_period_seconds, phase / (2 * math.pi) * spec.load_period_seconds)
+    return Wave(spec.load_period_seconds, phase)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _SimGpu:
     index: int
     spec: SimGpuGroup
@@ -81,18 +67,36 @@ class _SimGpu:
     serial: str
     pci_bus_id: str
     mig_uuids: tuple[str, ...]
-    load: _Wave
-    memory: _Wave
+    load: Demand
+    memory: Wave
     energy_at_start_millijoules: int
+    power: PowerController = field(init=False)
 
-    def power_watts(self, t: float) -> float:
+    def __post_init__(self) -> None:
+        self.power = PowerController(
+            self.demand_watts, self.spec.idle_power_watts + self._dynamic_watts(), self.spec.power_limit_watts
+        )
+
+    def demand_watts(self, t: float) -> float:
         return self.spec.idle_power_watts + self._dynamic_watts() * self.load.load(t)
 
+    def power_watts(self, t: float) -> float:
+        return self.power.draw_watts(t)
+
+    def capped_ratio(self, t: float) -> float:
+        """Dynamic power the cap allows over what the load asks: 1 when the cap does not bite."""
+        idle, demand = self.spec.idle_power_watts, self.demand_watts(t)
+        if demand <= idle:
+            return 1.0
+        return max(0.0, min(1.0, (self.power_watts(t) - idle) / (demand - idle)))
+
     def temperature_celsius(self, t: float) -> float:
-        return _AMBIENT_CELSIUS + self.spec.cooling_offset_celsius + _LOAD_HEATING_CELSIUS * self.load.load(t)
+        heat = (self.power_watts(t) - self.spec.idle_power_watts) / self._dynamic_watts()
+        return _AMBIENT_CELSIUS + self.spec.cooling_offset_celsius + _LOAD_HEATING_CELSIUS * heat
 
     def energy_joules(self, t: float) -> float:
-        return self.spec.idle_power_watts * t + self._dynamic_watts() * self.load.integral(t)
+        demanded = self.spec.idle_power_watts * t + self._dynamic_watts() * self.load.integral(t)
+        return demanded - self.power.advance(t)
 
     def _dynamic_watts(self) -> float:
         return 0.95 * self.spec.power_limit_watts - self.spec.idle_power_watts
@@ -139,8 +143,8 @@ def _build_gpus(profile: SimProfile) -> list[_SimGpu]:
                 mig_uuids=tuple(
                     f"MIG-{uuid.UUID(int=rng.getrandbits(128), version=4)}" for _ in spec.mig_instances
                 ),
-                load=_load_wave(spec, rng.uniform(0, 2 * math.pi)),
-                memory=_Wave(spec.load_period_seconds * 5, rng.uniform(0, 2 * math.pi)),
+                load=_demand(spec, rng.uniform(0, 2 * math.pi)),
+                memory=Wave(spec.load_period_seconds * 5, rng.uniform(0, 2 * math.pi)),
                 energy_at_start_millijoules=rng.randrange(10**6, 10**9),
             )
         )
@@ -155,9 +159,15 @@ class FakeNvml:
         self._clock = clock
         self._started = clock()
         self._gpus = _build_gpus(profile)
+        self._driver = DriverState(profile.driver_state_path)
+        for gpu in self._gpus:
+            kept = self._driver.limit_milliwatts(gpu.uuid)
+            if kept is not None:  # set by an earlier process; the driver kept it
+                gpu.power.limit_watts = kept / 1000
         self._failed: set[int] = set()
         self._event_sets: list[_EventSet] = []
         self._initialised = False
+        self._power_lock = threading.Lock()  # the collector and the capping controller both ask
 
     # Test and demo hooks: not part of NVML.
     def fail_gpu(self, index: int) -> None:
@@ -248,13 +258,37 @@ class FakeNvml:
         return round(1000 * self._whole(handle).power_watts(self._elapsed()))
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: object) -> int:
-        return round(1000 * self._whole(handle).spec.power_limit_watts)
+        return round(1000 * self._whole(handle).power.limit_watts)
+
+    # Power management: limits in mW, as NVML has them.
+    def nvmlDeviceGetPowerManagementLimit(self, handle: object) -> int:
+        return round(1000 * self._managed(handle).power.limit_watts)
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: object) -> int:
+        return round(1000 * self._managed(handle).spec.power_limit_watts)
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: object) -> list[int]:
+        low, high = self._managed(handle).spec.limit_range_watts
+        return [round(1000 * low), round(1000 * high)]
+
+    def nvmlDeviceSetPowerManagementLimit(self, handle: object, limit: int) -> None:
+        gpu = self._managed(handle)
+        if gpu.spec.power_limit_control == "no_permission":
+            raise _error(pynvml.NVML_ERROR_NO_PERMISSION)
+        low, high = gpu.spec.limit_range_watts
+        if not round(1000 * low) <= limit <= round(1000 * high):
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        with self._power_lock:
+            gpu.power.set_limit(self._elapsed(), limit / 1000)
+        self._driver.record(gpu.uuid, limit)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: object) -> int:
         gpu = self._whole(handle)
         if not gpu.spec.energy_counter:
             raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return gpu.energy_at_start_millijoules + round(1000 * gpu.energy_joules(self._elapsed()))
+        with self._power_lock:
+            joules = gpu.energy_joules(self._elapsed())
+        return gpu.energy_at_start_millijoules + round(1000 * joules)
 
     def nvmlDeviceGetClockInfo(self, handle: object, type: int) -> int:
         gpu = self._whole(handle)
@@ -263,9 +297,13 @@ class FakeNvml:
             return spec.memory_clock_mhz
         if type not in (pynvml.NVML_CLOCK_GRAPHICS, pynvml.NVML_CLOCK_SM):
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        load = gpu.load.load(self._elapsed())
+        t = self._elapsed()
+        load = gpu.load.load(t)
         if load < _IDLE_LOAD:
             return spec.idle_sm_clock_mhz
+        if gpu.capped_ratio(t) < 1.0:  # a power limit below demand: the controller lowers the clock
+            scale: float = gpu.capped_ratio(t) ** _CAPPED_CLOCK_EXPONENT
+            return max(spec.idle_sm_clock_mhz, round(spec.max_sm_clock_mhz * scale))
         return round(spec.max_sm_clock_mhz * (0.9 if load > _POWER_CAP_LOAD else 1.0))
 
     def nvmlDeviceGetFanSpeed(self, handle: object) -> int:
@@ -392,6 +430,13 @@ class FakeNvml:
             raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu
 
+    def _managed(self, handle: object) -> _SimGpu:
+        """A GPU whose power management answers; boards without it say NOT_SUPPORTED."""
+        gpu = self._whole(handle)
+        if gpu.spec.power_limit_control == "not_supported":
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return gpu
+
     def _mig(self, handle: object) -> SimMigInstance:
         gpu, slot = self._gpu(handle), _as_handle(handle).mig_slot
         if slot is None:
@@ -403,7 +448,8 @@ class FakeNvml:
         load = gpu.load.load(self._elapsed())
         if load < _IDLE_LOAD:
             return int(pynvml.nvmlClocksEventReasonGpuIdle)
-        reasons = int(pynvml.nvmlClocksEventReasonSwPowerCap) if load > _POWER_CAP_LOAD else 0
+        capped = load > _POWER_CAP_LOAD or gpu.capped_ratio(self._elapsed()) < 1.0
+        reasons = int(pynvml.nvmlClocksEventReasonSwPowerCap) if capped else 0
         if gpu.temperature_celsius(self._elapsed()) >= gpu.spec.thermal_slowdown_celsius:
             reasons |= int(pynvml.nvmlClocksEventReasonSwThermalSlowdown)
             reasons |= int(pynvml.nvmlClocksEventReasonHwThermalSlowdown)

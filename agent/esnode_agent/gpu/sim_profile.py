@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -45,6 +46,24 @@ class SimGpuGroup(BaseModel):
     steady_load: float | None = Field(
         None, ge=0, le=1, description="A constant load (a long training job) instead of the wave"
     )
+    demand: Literal["wave", "diurnal", "training"] = Field(
+        "wave",
+        description="The load trace: a sine over load_period_seconds; diurnal inference (a day-long "
+        "swell over load_period_seconds with minute ripples); training steps (compute at full load, "
+        "then an all-reduce at low load, each step load_period_seconds long)",
+    )
+    # Power management, in NVML's terms (nvmlDeviceGetPowerManagementLimitConstraints, ...).
+    min_power_limit_watts: float | None = Field(
+        None, gt=0, description="Lowest settable limit; unset: a third of power_limit_watts"
+    )
+    max_power_limit_watts: float | None = Field(
+        None, gt=0, description="Highest settable limit; unset: power_limit_watts (the default limit)"
+    )
+    power_limit_control: Literal["allowed", "no_permission", "not_supported"] = Field(
+        "allowed",
+        description="What nvmlDeviceSetPowerManagementLimit answers: success, NO_PERMISSION (not root) "
+        "or NOT_SUPPORTED (and the constraint queries too)",
+    )
     cooling_offset_celsius: float = Field(
         0.0, ge=0, le=40, description="Runs this much hotter than its peers (blocked airflow, failed fan)"
     )
@@ -64,10 +83,18 @@ class SimGpuGroup(BaseModel):
         None, ge=0, description="From then on every call on these GPUs raises NVML's GPU_IS_LOST"
     )
 
+    @property
+    def limit_range_watts(self) -> tuple[float, float]:
+        low = self.min_power_limit_watts or self.power_limit_watts / 3
+        return low, self.max_power_limit_watts or self.power_limit_watts
+
     @model_validator(mode="after")
     def _consistent(self) -> SimGpuGroup:
         if self.idle_power_watts > self.power_limit_watts:
             raise ValueError("idle_power_watts exceeds power_limit_watts")
+        low, high = self.limit_range_watts
+        if not low <= self.power_limit_watts <= high:
+            raise ValueError("power_limit_watts (the default limit) is outside min/max_power_limit_watts")
         if sum(m.memory_total_bytes for m in self.mig_instances) > self.memory_total_bytes:
             raise ValueError("MIG instances hold more memory than the GPU has")
         return self
@@ -80,6 +107,11 @@ class SimProfile(BaseModel):
     driver_version: str
     seed: int = 0
     gpus: tuple[SimGpuGroup, ...] = Field(min_length=1)
+    driver_state_path: Path | None = Field(
+        None,
+        description="Where the simulated driver keeps the power limits set on its GPUs (JSON, by "
+        "uuid), so that they outlive the process as a real driver's do; unset: in memory",
+    )
 
     def expanded(self) -> list[SimGpuGroup]:
         """One entry per GPU, in NVML index order."""

@@ -59,6 +59,11 @@ class NodeReport(_Model):
         max_length=MAX_GPUS_IN_REPORT,
         description=f"The first {MAX_GPUS_IN_REPORT} GPUs",
     )
+    # Power capping (opt-in): what the agent's capper is doing to this node's GPU limits.
+    power_capping: Word | None = Field(
+        None, description="The capper's state (idle, capping, at_floor, blind); unset while capping is off"
+    )
+    capped_gpus: int = Field(0, ge=0, description="GPUs held under their own limit by esnode")
     degradation_score: int = Field(0, ge=0)
     degradation_flags: list[Word] = Field(default_factory=list, max_length=32)
     agent_version: Word
@@ -95,6 +100,10 @@ def _watts(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+def _capping_state(samples: SampleIndex) -> str | None:
+    return next((s.label("state") for s in samples.named("esnode_power_capping_state") if s.value >= 1), None)
+
+
 def build_report(snapshot: Snapshot, node_name: str, fleet: str, heartbeat_seconds: float) -> NodeReport:
     samples = snapshot.samples
     sources = samples.named(node_power.NODE_SOURCE.name)
@@ -111,6 +120,8 @@ def build_report(snapshot: Snapshot, node_name: str, fleet: str, heartbeat_secon
         gpu_count=len(samples.named(GPU.info.name)),
         gpu_power_watts=_watts(sum(gpu_power.values())) if gpu_power else None,
         gpus=_gpu_summaries(samples),
+        power_capping=_capping_state(samples),
+        capped_gpus=len({s.label("uuid") for s in samples.named("esnode_gpu_power_limit_esnode_watts")}),
         degradation_score=len(flags),
         degradation_flags=flags,
         agent_version=__version__,

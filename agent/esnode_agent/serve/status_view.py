@@ -34,6 +34,7 @@ def status_view(snapshot: Snapshot, now_seconds: float) -> dict[str, Any]:
         "host": _host(samples),
         "power": _power(samples),
         "envelope": _envelope(samples),
+        "power_capping": _power_capping(samples),
         "degradation": _degradation(samples),
         "gpus": _gpus(samples),
         "efficiency": _efficiency(samples),
@@ -83,6 +84,22 @@ def _envelope(samples: SampleIndex) -> dict[str, Any]:
         "envelope_watts": samples.value(envelope.ENVELOPE.name),
         "exceeded": None if exceeded is None else exceeded >= 1,
         "headroom_watts": samples.value(envelope.HEADROOM.name),
+    }
+
+
+def _power_capping(samples: SampleIndex) -> dict[str, Any] | None:
+    """The opt-in capper (docs/power.md): None when it is off."""
+    states = [s for s in samples.named("esnode_power_capping_state") if s.value >= 1]
+    if not states:
+        return None
+    return {
+        "mode": states[0].label("mode"),
+        "state": states[0].label("state"),
+        "actions_total": _by_label(samples, "esnode_power_capping_actions_total", "kind"),
+        "esnode_limit_watts": _by_label(samples, "esnode_gpu_power_limit_esnode_watts", "uuid"),
+        "disabled": {
+            s.label("uuid"): s.label("reason") for s in samples.named("esnode_gpu_power_capping_disabled")
+        },
     }
 
 

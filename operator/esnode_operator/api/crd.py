@@ -52,6 +52,8 @@ NODE_PRINTER_COLUMNS = [
     {"name": "Exceeded", "type": "boolean", "jsonPath": ".status.exceeded",
      "description": "Node power above the envelope"},
     {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpuCount"},
+    {"name": "Capping", "type": "string", "jsonPath": ".status.powerCapping",
+     "description": "The agent's power capper: idle, capping, at_floor or blind; empty while off"},
     {"name": "Last-Seen", "type": "date", "jsonPath": ".status.lastReportTime",
      "description": "When the agent took the reported readings"},
 ]  # fmt: skip

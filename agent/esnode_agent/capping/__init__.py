@@ -1,0 +1,1 @@
+"""Opt-in GPU power capping that holds the node under its power envelope (docs/power.md)."""
