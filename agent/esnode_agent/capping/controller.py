@@ -19,6 +19,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 from esnode_agent.capping.share import GpuPower, Policy, next_limits
 from esnode_agent.capping.state_file import CappingState, ChangedLimit, StateFile
+from esnode_agent.collectors.gpu_specs import PLAIN as GPU
+from esnode_agent.collectors.node_power import NODE_POWER
 from esnode_agent.cycle.snapshot import Snapshot
 from esnode_agent.gpu.backend import GpuIdentity, PowerLimitError, PowerLimits
 
@@ -172,11 +174,11 @@ class PowerCapper:
         return GpuCap(device, limits, ceiling_watts=min(limits.current_watts, limits.default_watts))
 
     def _step(self, snapshot: Snapshot) -> None:
-        node_power = snapshot.samples.value("esnode_node_power_watts")
+        node_power = snapshot.samples.value(NODE_POWER.name)
         if node_power is None or not self._gpus:
             self._publish(STATE_BLIND if node_power is None else STATE_IDLE)
             return
-        draws = {s.label("uuid"): s.value for s in snapshot.samples.named("esnode_gpu_power_watts")}
+        draws = snapshot.samples.by_label(GPU.power.name, "uuid")
         powers = [self._gpu_power(cap, draws) for cap in self._gpus if cap.device.identity.uuid in draws]
         now = self._clock()
         may_raise = self._last_cut is None or now - self._last_cut >= self._hold_seconds

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from esnode_agent import __version__
+from esnode_agent.capping import collector as capping
 from esnode_agent.collectors import degradation, envelope, node_power
 from esnode_agent.collectors.gpu_specs import PLAIN as GPU
 from esnode_agent.cycle.samples import SampleIndex
@@ -101,7 +102,7 @@ def _watts(value: float | None) -> float | None:
 
 
 def _capping_state(samples: SampleIndex) -> str | None:
-    return next((s.label("state") for s in samples.named("esnode_power_capping_state") if s.value >= 1), None)
+    return next((s.label("state") for s in samples.named(capping.CAPPING_STATE.name) if s.value >= 1), None)
 
 
 def build_report(snapshot: Snapshot, node_name: str, fleet: str, heartbeat_seconds: float) -> NodeReport:
@@ -121,7 +122,7 @@ def build_report(snapshot: Snapshot, node_name: str, fleet: str, heartbeat_secon
         gpu_power_watts=_watts(sum(gpu_power.values())) if gpu_power else None,
         gpus=_gpu_summaries(samples),
         power_capping=_capping_state(samples),
-        capped_gpus=len({s.label("uuid") for s in samples.named("esnode_gpu_power_limit_esnode_watts")}),
+        capped_gpus=len({s.label("uuid") for s in samples.named(capping.LIMIT_ESNODE.name)}),
         degradation_score=len(flags),
         degradation_flags=flags,
         agent_version=__version__,

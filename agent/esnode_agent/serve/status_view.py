@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from esnode_agent.capping import collector as capping
 from esnode_agent.collectors import (
     app_metrics,
     cpu,
@@ -89,16 +90,16 @@ def _envelope(samples: SampleIndex) -> dict[str, Any]:
 
 def _power_capping(samples: SampleIndex) -> dict[str, Any] | None:
     """The opt-in capper (docs/power.md): None when it is off."""
-    states = [s for s in samples.named("esnode_power_capping_state") if s.value >= 1]
+    states = [s for s in samples.named(capping.CAPPING_STATE.name) if s.value >= 1]
     if not states:
         return None
     return {
         "mode": states[0].label("mode"),
         "state": states[0].label("state"),
-        "actions_total": _by_label(samples, "esnode_power_capping_actions_total", "kind"),
-        "esnode_limit_watts": _by_label(samples, "esnode_gpu_power_limit_esnode_watts", "uuid"),
+        "actions_total": samples.by_label(capping.CAPPING_ACTIONS.name, "kind"),
+        "esnode_limit_watts": samples.by_label(capping.LIMIT_ESNODE.name, "uuid"),
         "disabled": {
-            s.label("uuid"): s.label("reason") for s in samples.named("esnode_gpu_power_capping_disabled")
+            s.label("uuid"): s.label("reason") for s in samples.named(capping.CAPPING_DISABLED.name)
         },
     }
 
