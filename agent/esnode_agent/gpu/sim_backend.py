@@ -17,9 +17,11 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, TypeVar
 
 import pynvml  # type: ignore[import-untyped]  # structs, constants and error classes
 
@@ -33,6 +35,9 @@ _LOAD_HEATING_CELSIUS = 50.0  # what full load adds
 _PCIE_SAMPLE_WINDOW_SECONDS = 0.02  # measured: 21 ms per direction on an H200, driver 580
 _PCI_BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)  # an HGX board's GPUs
 _LOAD_MEAN, _LOAD_SWING = 0.5, 0.45
+
+
+_T = TypeVar("_T")
 
 
 def _error(code: int) -> pynvml.NVMLError:
@@ -147,6 +152,27 @@ def _build_gpus(profile: SimProfile) -> list[_SimGpu]:
     return gpus
 
 
+def _counting(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(function)
+    def counted(self: FakeNvml, *args: Any, **kwargs: Any) -> Any:
+        target = args[0] if args else None
+        gpu = target.gpu if isinstance(target, _Handle) else None
+        with self._calls_lock:
+            self._calls[(gpu, name)] += 1
+        return function(self, *args, **kwargs)
+
+    return counted
+
+
+def _count_nvml_calls(cls: type[_T]) -> type[_T]:
+    """Counts every NVML function call by (GPU index or None, function name), as a bench reads them."""
+    for name, function in list(vars(cls).items()):
+        if name.startswith("nvml") and callable(function):
+            setattr(cls, name, _counting(name, function))
+    return cls
+
+
+@_count_nvml_calls
 class FakeNvml:
     """pynvml's functions over a simulated server; thread-safe like NVML for the calls made here."""
 
@@ -158,8 +184,15 @@ class FakeNvml:
         self._failed: set[int] = set()
         self._event_sets: list[_EventSet] = []
         self._initialised = False
+        self._calls: Counter[tuple[int | None, str]] = Counter()
+        self._calls_lock = threading.Lock()
 
-    # Test and demo hooks: not part of NVML.
+    # Test, bench and demo hooks: not part of NVML.
+    def call_counts(self) -> Counter[tuple[int | None, str]]:
+        """NVML calls so far by (GPU index, function); None for calls naming no GPU handle."""
+        with self._calls_lock:
+            return Counter(self._calls)
+
     def fail_gpu(self, index: int) -> None:
         """From now on, every call on this GPU raises GPU_IS_LOST."""
         self._failed.add(index)
