@@ -18,10 +18,13 @@ EventSet = object  # an opaque nvmlEventSet_t
 class MemoryInfo(Protocol):
     total: int
     used: int
+    free: int
+    reserved: int  # v2 only
 
 
 class Utilization(Protocol):
     gpu: int
+    memory: int
 
 
 class PciInfo(Protocol):

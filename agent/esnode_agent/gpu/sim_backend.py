@@ -35,6 +35,42 @@ _LOAD_HEATING_CELSIUS = 50.0  # what full load adds
 _PCIE_SAMPLE_WINDOW_SECONDS = 0.02  # measured: 21 ms per direction on an H200, driver 580
 _PCI_BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)  # an HGX board's GPUs
 _LOAD_MEAN, _LOAD_SWING = 0.5, 0.45
+_HBM_OVER_DIE_CELSIUS = 6.0  # HBM stacks run a few degrees above the die
+_RESERVED_MEMORY_SHARE = 0.006  # the driver's reservation; nvidia-smi shows ~500 MiB on an H100 80GB
+_UINT = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+_ULL = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+_POWER_FIELDS = frozenset(
+    {
+        pynvml.NVML_FI_DEV_POWER_AVERAGE,
+        pynvml.NVML_FI_DEV_POWER_INSTANT,
+        pynvml.NVML_FI_DEV_POWER_MIN_LIMIT,
+        pynvml.NVML_FI_DEV_POWER_MAX_LIMIT,
+        pynvml.NVML_FI_DEV_POWER_DEFAULT_LIMIT,
+        pynvml.NVML_FI_DEV_POWER_CURRENT_LIMIT,
+        pynvml.NVML_FI_DEV_POWER_REQUESTED_LIMIT,
+    }
+)
+_NVLINK_ERROR_TOTALS = frozenset(
+    {
+        pynvml.NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL,
+        pynvml.NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL,
+        pynvml.NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL,
+    }
+)
+_REMAPPED_FIELDS = frozenset(
+    {
+        pynvml.NVML_FI_DEV_REMAPPED_COR,
+        pynvml.NVML_FI_DEV_REMAPPED_UNC,
+        pynvml.NVML_FI_DEV_REMAPPED_PENDING,
+        pynvml.NVML_FI_DEV_REMAPPED_FAILURE,
+    }
+)
+_RETIRED_FIELDS = frozenset(
+    {pynvml.NVML_FI_DEV_RETIRED_SBE, pynvml.NVML_FI_DEV_RETIRED_DBE, pynvml.NVML_FI_DEV_RETIRED_PENDING}
+)
+_NVLINK_THROUGHPUT = frozenset(
+    {pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX}
+)
 
 
 _T = TypeVar("_T")
@@ -268,8 +304,13 @@ class FakeNvml:
         else:
             total = gpu.spec.mig_instances[slot].memory_total_bytes
             used = int(total * (0.2 + 0.6 * gpu.memory.load(t + 60 * (slot + 1))))
-        info = pynvml.c_nvmlMemory_t() if version is None else pynvml.c_nvmlMemory_v2_t()
-        info.total, info.used, info.free = total, used, total - used
+        reserved = int(total * _RESERVED_MEMORY_SHARE) if slot is None else 0
+        if version is None:  # v1 counts the driver's reservation as used
+            info = pynvml.c_nvmlMemory_t()
+            info.total, info.used, info.free = total, used + reserved, total - used - reserved
+            return info
+        info = pynvml.c_nvmlMemory_v2_t()
+        info.total, info.used, info.reserved, info.free = total, used, reserved, total - used - reserved
         return info
 
     def nvmlDeviceGetTemperature(self, handle: object, sensor: int) -> int:
@@ -336,15 +377,24 @@ class FakeNvml:
     def nvmlDeviceGetFieldValues(
         self, handle: object, fieldIds: Sequence[int | tuple[int, int]]
     ) -> pynvml.c_nvmlFieldValue_t:
+        """Every field answers on its own (nvmlReturn per value), with NVML's value type and units."""
         gpu = self._whole(handle)
+        t = self._elapsed()
         values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
         for value, wanted in zip(values, fieldIds, strict=True):
             field_id, scope = wanted if isinstance(wanted, tuple) else (wanted, 0)
             value.fieldId, value.scopeId = field_id, scope
-            value.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
-            reading = self._field_value(gpu, field_id, scope)
-            value.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED if reading is None else pynvml.NVML_SUCCESS
-            value.value.ullVal = reading or 0
+            value.timestamp = int(time.time() * 1e6)  # NVML stamps values in microseconds
+            reading = self._field_value(gpu, field_id, scope, t)
+            if reading is None:
+                value.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+                continue
+            value.nvmlReturn = pynvml.NVML_SUCCESS
+            value.valueType, number = reading
+            if value.valueType == pynvml.NVML_VALUE_TYPE_UNSIGNED_INT:
+                value.value.uiVal = number
+            else:
+                value.value.ullVal = number
         return values
 
     # MIG.
@@ -442,34 +492,69 @@ class FakeNvml:
             reasons |= int(pynvml.nvmlClocksEventReasonHwThermalSlowdown)
         return reasons
 
-    def _field_value(self, gpu: _SimGpu, field_id: int, scope: int) -> int | None:
-        """A field's value, or None for NOT_SUPPORTED."""
+    def _field_value(self, gpu: _SimGpu, field_id: int, scope: int, t: float) -> tuple[int, int] | None:
+        """(NVML value type, value) of a field, or None for NOT_SUPPORTED."""
         spec = gpu.spec
-        remapped = (
-            pynvml.NVML_FI_DEV_REMAPPED_COR,
-            pynvml.NVML_FI_DEV_REMAPPED_UNC,
-            pynvml.NVML_FI_DEV_REMAPPED_PENDING,
-            pynvml.NVML_FI_DEV_REMAPPED_FAILURE,
-        )
-        retired = (
-            pynvml.NVML_FI_DEV_RETIRED_SBE,
-            pynvml.NVML_FI_DEV_RETIRED_DBE,
-            pynvml.NVML_FI_DEV_RETIRED_PENDING,
-        )
-        if field_id in remapped:
-            return 0 if spec.remapped_rows else None
-        if field_id in retired:
-            return 0 if spec.retired_pages else None
+        if field_id in _POWER_FIELDS:
+            return self._power_field(gpu, field_id, scope, t)
+        readers: dict[int, Callable[[], tuple[int, int] | None]] = {
+            pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION: lambda: (
+                (_ULL, gpu.energy_at_start_millijoules + round(1000 * gpu.energy_joules(t)))
+                if spec.energy_counter
+                else None
+            ),
+            pynvml.NVML_FI_DEV_ECC_SBE_VOL_TOTAL: lambda: (
+                _ULL,
+                math.floor(spec.ecc_corrected_errors_per_hour * t / 3600),
+            ),
+            pynvml.NVML_FI_DEV_ECC_DBE_VOL_TOTAL: lambda: (_ULL, 0),
+            pynvml.NVML_FI_DEV_MEMORY_TEMP: lambda: (
+                (_UINT, round(gpu.temperature_celsius(t) + _HBM_OVER_DIE_CELSIUS))
+                if spec.memory_temperature
+                else None
+            ),
+            pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER: lambda: (_UINT, 0),
+        }
+        if field_id in readers:
+            return readers[field_id]()
+        if field_id in _NVLINK_ERROR_TOTALS:
+            return (_ULL, 0) if spec.nvlink_links else None
+        return self._memory_health_or_nvlink(gpu, field_id, scope, t)
+
+    def _power_field(self, gpu: _SimGpu, field_id: int, scope: int, t: float) -> tuple[int, int] | None:
+        """Power fields are scoped by power domain; only the GPU's is modelled. mW, unsigned int."""
+        if scope != pynvml.NVML_POWER_SCOPE_GPU:
+            return None
+        if field_id == pynvml.NVML_FI_DEV_POWER_AVERAGE and not gpu.spec.power_average_field:
+            return None
+        return _UINT, round(1000 * self._power_field_watts(gpu, field_id, t))
+
+    def _power_field_watts(self, gpu: _SimGpu, field_id: int, t: float) -> float:
+        spec = gpu.spec
+        if field_id in (pynvml.NVML_FI_DEV_POWER_AVERAGE, pynvml.NVML_FI_DEV_POWER_INSTANT):
+            return gpu.power_watts(t)
+        if field_id == pynvml.NVML_FI_DEV_POWER_MIN_LIMIT:
+            return spec.power_limit_min_watts
+        return spec.power_limit_watts  # max, default, current (enforced) and requested limits
+
+    def _memory_health_or_nvlink(
+        self, gpu: _SimGpu, field_id: int, scope: int, t: float
+    ) -> tuple[int, int] | None:
+        spec = gpu.spec
+        if field_id in _REMAPPED_FIELDS:
+            return (_UINT, 0) if spec.remapped_rows else None
+        if field_id in _RETIRED_FIELDS:
+            return (_ULL, 0) if spec.retired_pages else None
         if field_id == pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT:
-            return spec.nvlink_links or None
-        throughput = (
-            pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX,
-            pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX,
-        )
-        if field_id in throughput and scope < spec.nvlink_links:
+            return (_UINT, spec.nvlink_links) if spec.nvlink_links else None
+        if field_id in _NVLINK_THROUGHPUT and scope < spec.nvlink_links:
             share = 1.0 if field_id == pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX else 0.9
-            load_seconds = gpu.load.integral(self._elapsed())
-            return round(
-                share * (1 - 0.01 * scope) * spec.nvlink_bytes_per_second_per_link * load_seconds / 1024
+            kib = (
+                share
+                * (1 - 0.01 * scope)
+                * spec.nvlink_bytes_per_second_per_link
+                * gpu.load.integral(t)
+                / 1024
             )
+            return _ULL, round(kib)
         return None

@@ -37,7 +37,12 @@ class SimGpuGroup(BaseModel):
     model: str
     memory_total_bytes: int = Field(gt=0)
     power_limit_watts: float = Field(gt=0)
+    power_limit_min_watts: float = Field(200.0, gt=0, description="The lowest limit the board accepts")
     idle_power_watts: float = Field(gt=0)
+    power_average_field: bool = Field(
+        True, description="Ampere (but GA100) and later average power over 1 s (field POWER_AVERAGE)"
+    )
+    memory_temperature: bool = Field(True, description="HBM boards report their memory's temperature")
     max_sm_clock_mhz: int = Field(gt=0)
     idle_sm_clock_mhz: int = Field(gt=0)
     memory_clock_mhz: int = Field(gt=0)
@@ -68,6 +73,8 @@ class SimGpuGroup(BaseModel):
     def _consistent(self) -> SimGpuGroup:
         if self.idle_power_watts > self.power_limit_watts:
             raise ValueError("idle_power_watts exceeds power_limit_watts")
+        if self.power_limit_min_watts > self.power_limit_watts:
+            raise ValueError("power_limit_min_watts exceeds power_limit_watts")
         if sum(m.memory_total_bytes for m in self.mig_instances) > self.memory_total_bytes:
             raise ValueError("MIG instances hold more memory than the GPU has")
         return self
