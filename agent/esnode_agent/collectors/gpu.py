@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from esnode_agent.collectors.gpu_dcgm import DcgmWriter
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.cycle.collector import STAGE_READ, NoDataError
 from esnode_agent.cycle.samples import MetricSpec, SampleSink, counter, gauge
@@ -21,6 +23,7 @@ from esnode_agent.gpu.backend import (
     EventsUnsupportedError,
     GpuBackend,
     GpuDevice,
+    GpuIdentity,
     GpuLostError,
     GpuReading,
     MigReading,
@@ -219,6 +222,7 @@ class GpuCollector:
         pods: PodResourcesRefresher | None = None,
         xids: XidCounter | None = None,
         k8s_mode: bool = False,
+        dcgm: DcgmWriter | None = None,
     ) -> None:
         self._backend = backend
         self._visible = visible
@@ -228,6 +232,7 @@ class GpuCollector:
         self._xids = xids
         self._families = K8S if k8s_mode else PLAIN
         self._k8s_mode = k8s_mode
+        self._dcgm = dcgm
         self._lost: dict[str, str] = {}  # uuid -> error, to log each loss once
         self._mig_mode: dict[str, bool | None] = {}  # uuid -> last known, for a lost GPU's info
         self._unknown_checked = False
@@ -286,6 +291,7 @@ class GpuCollector:
         self._add_xids(sink, identity.uuid, xids, labels)
         for mig in shown_migs:
             self._add_mig(sink, mig, labels["gpu"], identity.uuid, holders)
+        self._add_dcgm(sink, identity, reading, shown_migs, holders)
         return [m.uuid for m in migs]
 
     def _read(
@@ -313,7 +319,7 @@ class GpuCollector:
     def _k8s(self, resource: str, holders: Mapping[str, PodRef], *device_ids: str) -> dict[str, str]:
         if not self._k8s_mode:
             return {}
-        pod = next((holders[d] for d in device_ids if d in holders), _NO_POD)
+        pod = _holder(holders, *device_ids)
         return {"resource": resource, "namespace": pod.namespace, "pod": pod.pod, "container": pod.container}
 
     def _add_identity(
@@ -368,6 +374,24 @@ class GpuCollector:
         for kind, rows in reading.remapped_rows.items():
             sink.add(f.remapped_rows, rows, type=kind, **labels)
 
+    def _add_dcgm(
+        self,
+        sink: SampleSink,
+        identity: GpuIdentity,
+        reading: GpuReading,
+        migs: Sequence[MigReading],
+        holders: Mapping[str, PodRef],
+    ) -> None:
+        """The DCGM-named copies of this GPU's and its MIG devices' series (gpu_dcgm_compat)."""
+        dcgm = self._dcgm
+        if dcgm is None:
+            return
+        last_xid = self._xids.last().get(identity.uuid, 0) if self._xids else None
+        pod = _holder(holders, identity.uuid, str(identity.index))
+        dcgm.add_gpu(sink, identity, reading, pod, last_xid)
+        for mig in migs:
+            dcgm.add_mig(sink, identity, mig, _holder(holders, mig.uuid))
+
     def _add_xids(
         self, sink: SampleSink, uuid: str, xids: Mapping[tuple[str, int], int], labels: dict[str, str]
     ) -> None:
@@ -420,6 +444,10 @@ class GpuCollector:
         self._unknown_checked = True
 
 
+def _holder(holders: Mapping[str, PodRef], *device_ids: str) -> PodRef:
+    return next((holders[d] for d in device_ids if d in holders), _NO_POD)
+
+
 def _may_show(visible: DeviceList, device: GpuDevice) -> bool:
     """Whether the GPU, or one of its MIG devices (known only once read), can be visible."""
     return visible.selects_gpu(device.identity.index, device.identity.uuid) or bool(visible.mig_uuids)
@@ -455,7 +483,17 @@ def build_gpu_collector(config: AgentConfig, environ: Mapping[str, str] = os.env
         pods=pods,
         xids=_xid_counter(backend, visible) if config.enable_gpu_events else None,
         k8s_mode=config.k8s_mode,
+        dcgm=(
+            DcgmWriter(_hostname(config, environ), backend.driver_version, k8s_mode=config.k8s_mode)
+            if config.gpu_dcgm_compat
+            else None
+        ),
     )
+
+
+def _hostname(config: AgentConfig, environ: Mapping[str, str]) -> str:
+    """What dcgm-exporter puts in Hostname: the node's name in a pod, else the host name."""
+    return config.node_name or environ.get("NODE_NAME") or socket.gethostname()
 
 
 def _device_list(
