@@ -1,7 +1,7 @@
 """Real Prometheus scrapes agents with gpu_dcgm_compat on: DCGM-style dashboard queries see every GPU.
 
 The queries are the panels of dcgm-exporter's Grafana dashboard (12239 and its forks): temperature,
-power, SM clock x 1e6, utilisation, framebuffer used, energy. Agent A simulates an 8xH100 server,
+power, SM clock x 1e6, utilisation, framebuffer used, energy, tensor and SM active (GPM). Agent A simulates an 8xH100 server,
 agent B a server with a GPU in MIG mode (whose utilisation NVML does not measure).
 """
 
@@ -25,6 +25,8 @@ DASHBOARD_QUERIES = {
     "framebuffer used": "DCGM_FI_DEV_FB_USED",
     "memory temperature": "DCGM_FI_DEV_MEMORY_TEMP",
     "energy rate": "rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[1m]) / 1000",
+    "tensor active": "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+    "sm active": "DCGM_FI_PROF_SM_ACTIVE",
 }
 
 

@@ -81,6 +81,15 @@ class GpuFamilies:
     mig_memory_used: MetricSpec
     mig_memory_total: MetricSpec
     mig_sm_count: MetricSpec
+    # Issue 14: GPM activity, power limit range, memory temperature, PCIe replays, NVLink errors.
+    activity: MetricSpec
+    mig_activity: MetricSpec
+    memory_temperature: MetricSpec
+    power_limit_min: MetricSpec
+    power_limit_max: MetricSpec
+    power_limit_default: MetricSpec
+    pcie_replays: MetricSpec
+    nvlink_errors: MetricSpec
 
 
 def _families(extra: tuple[str, ...]) -> GpuFamilies:
@@ -201,6 +210,31 @@ def _families(extra: tuple[str, ...]) -> GpuFamilies:
         ),
         mig_memory_total=mig("esnode_mig_memory_total_bytes", "Memory of the MIG device's GPU instance."),
         mig_sm_count=mig("esnode_mig_sm_count", "Streaming multiprocessors (SMs) of the MIG device."),
+        activity=g(
+            "esnode_gpu_activity_ratio",
+            "Fraction of the last collection cycle the GPU's engine was active, from NVML GPM (Hopper "
+            "and later): graphics_engine, sm (SMs with a warp), sm_occupancy (resident warps of the "
+            "maximum), tensor (tensor pipes), dram (memory bandwidth of the maximum).",
+            "activity",
+        ),
+        mig_activity=mig(
+            "esnode_mig_activity_ratio",
+            "The MIG device's GPU instance's GPM activity over the last cycle (see esnode_gpu_activity_ratio).",
+            "activity",
+        ),
+        memory_temperature=g("esnode_gpu_memory_temperature_celsius", "GPU memory (HBM) temperature."),
+        power_limit_min=g("esnode_gpu_power_limit_min_watts", "Lowest power limit the GPU accepts."),
+        power_limit_max=g("esnode_gpu_power_limit_max_watts", "Highest power limit the GPU accepts."),
+        power_limit_default=g("esnode_gpu_power_limit_default_watts", "The GPU's default power limit."),
+        pcie_replays=c(
+            "esnode_gpu_pcie_replays_total",
+            "PCIe packets the GPU resent after link errors (NVML replay counter).",
+        ),
+        nvlink_errors=c(
+            "esnode_gpu_nvlink_errors_total",
+            "NVLink errors over all links since the driver loaded: crc (data CRC), replay, recovery.",
+            "type",
+        ),
     )
 
 
@@ -354,6 +388,11 @@ class GpuCollector:
             (f.retired_pages_pending, _number(reading.retired_pages_pending)),
             (f.remapped_rows_pending, _number(reading.remapped_rows_pending)),
             (f.remapped_rows_failed, _number(reading.remapped_rows_failed)),
+            (f.memory_temperature, reading.memory_temperature_celsius),
+            (f.power_limit_min, reading.power_limit_min_watts),
+            (f.power_limit_max, reading.power_limit_max_watts),
+            (f.power_limit_default, reading.power_limit_default_watts),
+            (f.pcie_replays, reading.pcie_replays_total),
         )
         for spec, value in scalars:
             if value is not None:
@@ -373,6 +412,10 @@ class GpuCollector:
             sink.add(f.retired_pages, pages, cause=cause, **labels)
         for kind, rows in reading.remapped_rows.items():
             sink.add(f.remapped_rows, rows, type=kind, **labels)
+        for kind, errors in reading.nvlink_errors_total.items():
+            sink.add(f.nvlink_errors, errors, type=kind, **labels)
+        for activity, ratio in reading.activity_ratio.items():
+            sink.add(f.activity, ratio, activity=activity, **labels)
 
     def _add_dcgm(
         self,
@@ -419,6 +462,8 @@ class GpuCollector:
         ):
             if value is not None:
                 sink.add(spec, value, **labels)
+        for activity, ratio in mig.activity_ratio.items():
+            sink.add(f.mig_activity, ratio, activity=activity, **labels)
 
     def _mark_lost(self, uuid: str, index: int, error: str) -> None:
         if self._lost.get(uuid) != error:

@@ -139,6 +139,17 @@ _TABLE: tuple[tuple[str, MetricType, str, Value], ...] = (
         _flag(lambda r: r.remapped_rows_failed),
     ),
 )
+# DCGM's profiling fields, from GPM: esnode activity -> (name, help as DCGM words it).
+_PROF = {
+    "graphics_engine": ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "Ratio of time the graphics engine is active."),
+    "sm": ("DCGM_FI_PROF_SM_ACTIVE", "The ratio of cycles an SM has at least 1 warp assigned."),
+    "sm_occupancy": ("DCGM_FI_PROF_SM_OCCUPANCY", "The ratio of number of warps resident on an SM."),
+    "tensor": ("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "Ratio of cycles the tensor (HMMA) pipe is active."),
+    "dram": (
+        "DCGM_FI_PROF_DRAM_ACTIVE",
+        "Ratio of cycles the device memory interface is active sending or receiving data.",
+    ),
+}
 _XID = ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.")
 _MIG_MEMORY = ("DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_USED")
 
@@ -147,6 +158,7 @@ _MIG_MEMORY = ("DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_USED")
 class DcgmFamilies:
     gpu: tuple[DcgmFamily, ...]
     xid: MetricSpec
+    prof: Mapping[str, MetricSpec]  # esnode activity -> DCGM_FI_PROF_* family
     by_name: Mapping[str, MetricSpec]
 
 
@@ -157,7 +169,10 @@ def dcgm_families(k8s_mode: bool) -> DcgmFamilies:
         for name, kind, text, value in _TABLE
     )
     xid = MetricSpec(_XID[0], _XID[1], MetricType.GAUGE, labels)
-    return DcgmFamilies(gpu, xid, {f.spec.name: f.spec for f in gpu})
+    prof = {
+        activity: MetricSpec(name, text, MetricType.GAUGE, labels) for activity, (name, text) in _PROF.items()
+    }
+    return DcgmFamilies(gpu, xid, prof, {f.spec.name: f.spec for f in gpu})
 
 
 class DcgmWriter:
@@ -184,6 +199,7 @@ class DcgmWriter:
                 sink.add(family.spec, value, **labels)
         if last_xid is not None:
             sink.add(self._families.xid, last_xid, **labels)
+        self._add_prof(sink, reading.activity_ratio, labels)
 
     def add_mig(self, sink: SampleSink, identity: GpuIdentity, mig: MigReading, pod: PodRef) -> None:
         labels = self._labels(identity, pod, mig)
@@ -192,6 +208,11 @@ class DcgmWriter:
         for name, value in zip(_MIG_MEMORY, (free, used), strict=True):
             if value is not None:
                 sink.add(self._families.by_name[name], value / MIB, **labels)
+        self._add_prof(sink, mig.activity_ratio, labels)
+
+    def _add_prof(self, sink: SampleSink, activity: Mapping[str, float], labels: dict[str, str]) -> None:
+        for name, ratio in activity.items():
+            sink.add(self._families.prof[name], ratio, **labels)
 
     def _labels(self, identity: GpuIdentity, pod: PodRef, mig: MigReading | None = None) -> dict[str, str]:
         labels = {

@@ -86,6 +86,8 @@ class GpuReading:
     power_limit_default_watts: float | None = None
     pcie_replays_total: float | None = None
     nvlink_errors_total: Mapping[str, float] = field(default_factory=dict)  # crc, replay, recovery
+    # GPM (Hopper and later), over the last cycle: graphics_engine, sm, sm_occupancy, tensor, dram.
+    activity_ratio: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,7 @@ class MigReading:
     sm_count: int | None
     memory_used_bytes: float | None
     memory_total_bytes: float | None
+    activity_ratio: Mapping[str, float] = field(default_factory=dict)  # its GPU instance's GPM ratios
 
 
 @dataclass(frozen=True, slots=True)

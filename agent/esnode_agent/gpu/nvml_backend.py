@@ -33,6 +33,7 @@ from esnode_agent.gpu.backend import (
     NvlinkCounters,
     XidEvent,
 )
+from esnode_agent.gpu.gpm import GpmReader, gpm_supported
 from esnode_agent.gpu.nvml_api import DeviceAttributes, EventSet, Handle, MemoryInfo, NvmlApi
 from esnode_agent.gpu.nvml_fields import FieldKey, FieldReadout, number
 from esnode_agent.gpu.pcie_sampler import PCIE_SAMPLE_INTERVAL_SECONDS, PcieSampler
@@ -186,6 +187,8 @@ class NvmlDevice:
         self._dropped_field_ids: set[tuple[int, int]] = set()
         self._mig_static: dict[str, _MigStatic] = {}
         self._pcie: dict[str, float] = {}  # the PCIe sampler's latest, replaced whole
+        self._gpm: GpmReader | None = None  # set once GPM answers as supported
+        self._mig_gpm: dict[str, GpmReader] = {}  # MIG device UUID -> its GPU instance's reader
 
     @property
     def identity(self) -> GpuIdentity:
@@ -259,7 +262,26 @@ class NvmlDevice:
             power_limit_default_watts=_scaled(fields.get(fi.POWER_LIMIT_DEFAULT), 1 / 1000),
             pcie_replays_total=fields.get(fi.PCIE_REPLAYS),
             nvlink_errors_total=_present({kind: fields.get(key) for kind, key in fi.NVLINK_ERRORS.items()}),
+            activity_ratio=self._field("gpm", self._read_gpm) or {},
         )
+
+    def _read_gpm(self) -> dict[str, float]:
+        if self._gpm is None:
+            if not gpm_supported(self._lib, self._handle):  # before Hopper
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            self._gpm = GpmReader(self._lib, partial(self._lib.nvmlGpmSampleGet, self._handle))
+        return self._gpm.read()
+
+    def _mig_activity(self, uuid: str, gpu_instance_id: int) -> dict[str, float]:
+        """The MIG device's GPU instance's GPM ratios; none where the GPU lacks GPM."""
+        if self._gpm is None:
+            return {}
+        lib, parent = self._lib, self._handle
+        reader = self._mig_gpm.get(uuid) or GpmReader(
+            lib, lambda sample: lib.nvmlGpmMigSampleGet(parent, gpu_instance_id, sample)
+        )
+        self._mig_gpm[uuid] = reader
+        return self._field(f"gpm_{uuid}", reader.read) or {}
 
     def _batched(
         self, fields: FieldReadout, key: FieldKey, name: str, legacy: Callable[[], float], scale: float = 1.0
@@ -428,6 +450,7 @@ class NvmlDevice:
             sm_count=static.sm_count,
             memory_used_bytes=memory.used,
             memory_total_bytes=memory.total,
+            activity_ratio=self._mig_activity(uuid, static.gpu_instance_id),
         )
 
     def _mig_failed(self, slot: int, exc: pynvml.NVMLError) -> None:

@@ -12,6 +12,7 @@ elapsed since the simulator was created.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import random
 import threading
@@ -139,6 +140,26 @@ class _SimGpu:
         return 0.95 * self.spec.power_limit_watts - self.spec.idle_power_watts
 
 
+# GPM metric -> percent of the load (a busy H100 keeps SMs ~90% active, tensor pipes less).
+_GPM_SHARES = {
+    pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL: 100.0,
+    pynvml.NVML_GPM_METRIC_SM_UTIL: 90.0,
+    pynvml.NVML_GPM_METRIC_SM_OCCUPANCY: 45.0,
+    pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL: 70.0,
+    pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL: 55.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _GpmTaken:
+    """What a filled GPM sample holds: whose it is, when, and the load-seconds so far."""
+
+    gpu: int
+    gpu_instance_id: int | None
+    t: float
+    load_seconds: float
+
+
 @dataclass
 class _EventSet:
     gpus: set[int] = field(default_factory=set)
@@ -151,6 +172,19 @@ class _EventData:
     device: object
     eventType: int
     eventData: int
+
+
+def _address(sample: object) -> int:
+    """A GPM sample pointer's target address, which names the sample."""
+    try:
+        return int(ctypes.cast(sample, ctypes.c_void_p).value or 0)  # type: ignore[arg-type]
+    except ctypes.ArgumentError as exc:
+        raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT) from exc
+
+
+def _instance_wave(gpu: _SimGpu, slot: int) -> _Wave:
+    """A MIG instance's own load: its GPU's wave shifted, so instances differ."""
+    return _Wave(gpu.load.period_seconds, gpu.load.phase + 1.3 * (slot + 1), gpu.load.mean, gpu.load.swing)
 
 
 def _as_handle(handle: object) -> _Handle:
@@ -191,8 +225,7 @@ def _build_gpus(profile: SimProfile) -> list[_SimGpu]:
 def _counting(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(function)
     def counted(self: FakeNvml, *args: Any, **kwargs: Any) -> Any:
-        target = args[0] if args else None
-        gpu = target.gpu if isinstance(target, _Handle) else None
+        gpu = self._gpu_of_call(args[0] if args else None)
         with self._calls_lock:
             self._calls[(gpu, name)] += 1
         return function(self, *args, **kwargs)
@@ -222,6 +255,8 @@ class FakeNvml:
         self._initialised = False
         self._calls: Counter[tuple[int | None, str]] = Counter()
         self._calls_lock = threading.Lock()
+        # GPM samples by address: the struct kept alive, and what was taken into it (None: not yet).
+        self._gpm_samples: dict[int, tuple[object, _GpmTaken | None]] = {}
 
     # Test, bench and demo hooks: not part of NVML.
     def call_counts(self) -> Counter[tuple[int | None, str]]:
@@ -426,6 +461,52 @@ class FakeNvml:
         attributes.memorySizeMB = mig.memory_total_bytes // 2**20
         return attributes
 
+    # GPM (Hopper and later).
+    def nvmlGpmQueryDeviceSupport(self, device: object) -> pynvml.c_nvmlGpmSupport_t:
+        support = pynvml.c_nvmlGpmSupport_t()
+        support.version = pynvml.NVML_GPM_SUPPORT_VERSION
+        support.isSupportedDevice = int(self._whole(device).spec.gpm)
+        return support
+
+    def nvmlGpmSampleAlloc(self) -> pynvml.c_nvmlGpmSample_t:
+        self._check_init()
+        target = pynvml.struct_c_nvmlGpmSample_t()
+        sample = pynvml.c_nvmlGpmSample_t(target)
+        self._gpm_samples[_address(sample)] = (target, None)
+        return sample
+
+    def nvmlGpmSampleFree(self, gpmSample: object) -> None:
+        self._gpm_samples.pop(self._gpm_address(gpmSample))
+
+    def nvmlGpmSampleGet(self, device: object, gpmSample: object) -> object:
+        gpu = self._whole(device)
+        return self._take_gpm(gpu, None, gpu.load, gpmSample)
+
+    def nvmlGpmMigSampleGet(self, device: object, gpuInstanceId: int, gpmSample: object) -> object:
+        gpu = self._whole(device)
+        slots = [m.gpu_instance_id for m in gpu.spec.mig_instances]
+        if gpuInstanceId not in slots:
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return self._take_gpm(gpu, gpuInstanceId, _instance_wave(gpu, slots.index(gpuInstanceId)), gpmSample)
+
+    def nvmlGpmMetricsGet(self, metricsGet: pynvml.c_nvmlGpmMetricsGet_t) -> pynvml.c_nvmlGpmMetricsGet_t:
+        self._check_init()
+        if metricsGet.version != pynvml.NVML_GPM_METRICS_GET_VERSION:
+            raise _error(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        first = self._gpm_samples.get(self._gpm_address(metricsGet.sample1), (None, None))[1]
+        second = self._gpm_samples.get(self._gpm_address(metricsGet.sample2), (None, None))[1]
+        if first is None or second is None or second.t <= first.t:
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)  # unfilled, out of order or the same
+        if (first.gpu, first.gpu_instance_id) != (second.gpu, second.gpu_instance_id):
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        busy = (second.load_seconds - first.load_seconds) / (second.t - first.t)
+        for slot in range(metricsGet.numMetrics):
+            metric = metricsGet.metrics[slot]
+            share = _GPM_SHARES.get(metric.metricId)
+            metric.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED if share is None else pynvml.NVML_SUCCESS
+            metric.value = 0.0 if share is None else share * busy
+        return metricsGet
+
     # Events.
     def nvmlEventSetCreate(self) -> _EventSet:
         self._check_init()
@@ -452,6 +533,30 @@ class FakeNvml:
         self._event_sets.remove(_as_event_set(eventSet))
 
     # Helpers.
+    def _gpu_of_call(self, target: object) -> int | None:
+        """The GPU a call is about, for call counts: its handle's, or its GPM samples'."""
+        if isinstance(target, _Handle):
+            return target.gpu
+        if isinstance(target, pynvml.c_nvmlGpmMetricsGet_t):
+            taken = self._gpm_samples.get(_address(target.sample2), (None, None))[1]
+            return None if taken is None else taken.gpu
+        return None
+
+    def _gpm_address(self, sample: object) -> int:
+        address = _address(sample)
+        if address not in self._gpm_samples:
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return address
+
+    def _take_gpm(self, gpu: _SimGpu, gpu_instance_id: int | None, wave: _Wave, sample: object) -> object:
+        if not gpu.spec.gpm:
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        address = self._gpm_address(sample)
+        t = self._elapsed()
+        taken = _GpmTaken(gpu.index, gpu_instance_id, t, wave.integral(t))
+        self._gpm_samples[address] = (self._gpm_samples[address][0], taken)
+        return sample
+
     def _elapsed(self) -> float:
         return self._clock() - self._started
 

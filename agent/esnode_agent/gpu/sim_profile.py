@@ -43,6 +43,7 @@ class SimGpuGroup(BaseModel):
         True, description="Ampere (but GA100) and later average power over 1 s (field POWER_AVERAGE)"
     )
     memory_temperature: bool = Field(True, description="HBM boards report their memory's temperature")
+    gpm: bool = Field(True, description="Hopper and later: GPM profiling metrics (NOT_SUPPORTED before)")
     max_sm_clock_mhz: int = Field(gt=0)
     idle_sm_clock_mhz: int = Field(gt=0)
     memory_clock_mhz: int = Field(gt=0)
