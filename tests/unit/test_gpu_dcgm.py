@@ -155,6 +155,9 @@ class Holders:
     def holders(self) -> dict[str, PodRef]:
         return self._holders
 
+    def sharers(self) -> dict[str, tuple[PodRef, ...]]:
+        return {device: (pod,) for device, pod in self._holders.items()}
+
     def stop(self) -> None:
         return None
 

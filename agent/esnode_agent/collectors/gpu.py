@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from esnode_agent.collectors.gpu_dcgm import DcgmWriter
+from esnode_agent.collectors.pod_energy import GpuShares, PodGpuEnergy, split_among
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.cycle.collector import STAGE_READ, NoDataError
 from esnode_agent.cycle.samples import MetricSpec, SampleSink, counter, gauge
@@ -267,6 +268,7 @@ class GpuCollector:
         self._families = K8S if k8s_mode else PLAIN
         self._k8s_mode = k8s_mode
         self._dcgm = dcgm
+        self._pod_energy = PodGpuEnergy() if pods is not None else None
         self._lost: dict[str, str] = {}  # uuid -> error, to log each loss once
         self._mig_mode: dict[str, bool | None] = {}  # uuid -> last known, for a lost GPU's info
         self._unknown_checked = False
@@ -280,8 +282,12 @@ class GpuCollector:
         holders = self._pods.holders() if self._pods else {}
         xids = self._xids.counts() if self._xids else {}
         seen_migs: list[str] = []
+        shares: dict[str, GpuShares] = {}
         for device in self._devices:
-            seen_migs += self._collect_device(sink, device, holders, xids)
+            seen_migs += self._collect_device(sink, device, holders, xids, shares=shares)
+        if self._pod_energy is not None:
+            self._pod_energy.update(shares)
+            self._pod_energy.add_to(sink, (pod for gpu in shares.values() for pod in gpu.weights))
         if not self._unknown_checked:
             self._warn_unknown(seen_migs)
 
@@ -299,8 +305,10 @@ class GpuCollector:
         device: GpuDevice,
         holders: Mapping[str, PodRef],
         xids: Mapping[tuple[str, int], int],
+        *,
+        shares: dict[str, GpuShares],
     ) -> list[str]:
-        """Writes one GPU's series; returns the UUIDs of its MIG devices."""
+        """Writes one GPU's series and notes its pods' energy shares; returns its MIG devices' UUIDs."""
         identity = device.identity
         whole = self._visible.selects_gpu(identity.index, identity.uuid)
         labels = {
@@ -326,7 +334,27 @@ class GpuCollector:
         for mig in shown_migs:
             self._add_mig(sink, mig, labels["gpu"], identity.uuid, holders)
         self._add_dcgm(sink, identity, reading, shown_migs, holders)
+        gpu_shares = self._gpu_shares(identity, reading, shown_migs)
+        if gpu_shares is not None:
+            shares[identity.uuid] = gpu_shares
         return [m.uuid for m in migs]
+
+    def _gpu_shares(
+        self, identity: GpuIdentity, reading: GpuReading, migs: Sequence[MigReading]
+    ) -> GpuShares | None:
+        """Who gets which weight of this GPU's energy (pod_energy's rule); None without pods or energy."""
+        if self._pods is None or reading.energy_joules_total is None:
+            return None
+        sharers = self._pods.sharers()
+        weights: dict[PodRef, float] = {}
+        if reading.mig_mode_enabled:
+            for mig in migs:
+                busy = mig.activity_ratio.get("graphics_engine", 1.0)
+                split_among(sharers.get(mig.uuid, ()), (mig.sm_count or 1) * busy, weights)
+        else:
+            whole = sharers.get(identity.uuid) or sharers.get(str(identity.index), ())
+            split_among(whole, 1.0, weights)
+        return GpuShares(reading.energy_joules_total, weights)
 
     def _read(
         self, device: GpuDevice, whole: bool
