@@ -14,6 +14,8 @@ from typing import Any
 
 import pynvml
 
+from esnode_agent.gpu.nvml_fields import SCALAR_FIELDS
+
 ROUNDS = 5
 
 
@@ -51,6 +53,10 @@ def main() -> None:
             "pcie tx": lambda h=h: pynvml.nvmlDeviceGetPcieThroughput(h, pynvml.NVML_PCIE_UTIL_TX_BYTES),
             "mig mode": lambda h=h: pynvml.nvmlDeviceGetMigMode(h),
             "nvlink state 0": lambda h=h: pynvml.nvmlDeviceGetNvLinkState(h, 0),
+            # What the agent reads per cycle instead of power, power limit, energy and ECC above.
+            f"field batch ({len(SCALAR_FIELDS)})": lambda h=h: pynvml.nvmlDeviceGetFieldValues(
+                h, list(SCALAR_FIELDS)
+            ),
         }
         print(f"GPU {index} {pynvml.nvmlDeviceGetName(h)}")
         for name, call in calls.items():

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import pynvml  # type: ignore[import-untyped]
@@ -45,15 +46,19 @@ def test_an_older_driver_falls_back_to_the_older_calls() -> None:
 
 
 class FlakyPower(FakeNvml):
-    """Power fails with an error that is neither 'unsupported' nor 'GPU lost'."""
+    """Power fails in the field-value batch with an error that is neither 'unsupported' nor 'GPU lost'."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.power_calls = 0
+        self.power_asked = 0
 
-    def nvmlDeviceGetPowerUsage(self, handle: object) -> int:
-        self.power_calls += 1
-        raise nvml_error(pynvml.NVML_ERROR_TIMEOUT)
+    def nvmlDeviceGetFieldValues(self, handle: object, fieldIds: Any) -> Any:
+        values = super().nvmlDeviceGetFieldValues(handle, fieldIds)
+        for value in values:
+            if value.fieldId == pynvml.NVML_FI_DEV_POWER_AVERAGE:
+                self.power_asked += 1
+                value.nvmlReturn = pynvml.NVML_ERROR_TIMEOUT
+        return values
 
 
 def test_a_failing_field_is_absent_retried_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -62,9 +67,83 @@ def test_a_failing_field_is_absent_retried_and_logged_once(caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING):
         readings = [device.read() for _ in range(3)]
     assert [r.power_watts for r in readings] == [None, None, None]
-    assert readings[0].temperature_celsius is not None
-    assert fake.power_calls == 3
+    assert readings[0].energy_joules_total is not None  # the batch's other fields are unaffected
+    assert fake.power_asked == 3
+    assert not any(function == "nvmlDeviceGetPowerUsage" for _, function in fake.call_counts())
     assert caplog.messages.count("GPU field unreadable") == 1
+
+
+def steady_calls(fake: FakeNvml, cycles: int = 3) -> Counter[str]:
+    """NVML functions called per cycle for GPU 0 after a first cycle, PCIe sampler aside."""
+    device = backend_over(fake).devices()[0]
+    device.read()
+    before = fake.call_counts()
+    for _ in range(cycles):
+        device.read()
+    spent = fake.call_counts() - before
+    return Counter(
+        {
+            function: count // cycles
+            for (gpu, function), count in spent.items()
+            if gpu == 0 and function != "nvmlDeviceGetPcieThroughput"
+        }
+    )
+
+
+def test_the_scalar_fields_come_from_one_field_value_call_per_cycle() -> None:
+    calls = steady_calls(FakeNvml(load_profile("h100x8")))
+    assert calls["nvmlDeviceGetFieldValues"] == 1
+    for batched in (
+        "nvmlDeviceGetPowerUsage",
+        "nvmlDeviceGetEnforcedPowerLimit",
+        "nvmlDeviceGetTotalEnergyConsumption",
+        "nvmlDeviceGetTotalEccErrors",
+    ):
+        assert calls[batched] == 0, batched
+    gpm = {function: n for function, n in calls.items() if function.startswith("nvmlGpm")}
+    assert gpm == {"nvmlGpmSampleGet": 1, "nvmlGpmMetricsGet": 1}  # one sample and one pair per cycle
+    assert sum(calls.values()) - sum(gpm.values()) == 10  # was 15 with one call per field
+
+
+def test_batched_values_equal_the_single_calls_in_base_units() -> None:
+    clock = [100.0]
+    fake = FakeNvml(load_profile("h100x8"), lambda: clock[0])
+    reading = backend_over(fake).devices()[0].read()
+    handle = fake.nvmlDeviceGetHandleByIndex(0)
+    assert reading.power_watts == fake.nvmlDeviceGetPowerUsage(handle) / 1000
+    assert reading.power_limit_watts == fake.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000 == 700
+    assert reading.energy_joules_total == fake.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000
+    corrected = fake.nvmlDeviceGetTotalEccErrors(
+        handle, pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, pynvml.NVML_VOLATILE_ECC
+    )
+    assert reading.ecc_errors_total == {"corrected": corrected, "uncorrected": 0}
+    assert (reading.power_limit_min_watts, reading.power_limit_max_watts) == (200, 700)
+    assert reading.power_limit_default_watts == 700
+    assert reading.memory_temperature_celsius is not None
+    assert reading.nvlink_errors_total == {"crc": 0, "replay": 0, "recovery": 0}
+
+
+class OlderBoard(FakeNvml):
+    """A GA100-like driver answer: no 1 s power average field, and a field ID it does not know."""
+
+    def nvmlDeviceGetFieldValues(self, handle: object, fieldIds: Any) -> Any:
+        values = super().nvmlDeviceGetFieldValues(handle, fieldIds)
+        for value in values:
+            if value.fieldId == pynvml.NVML_FI_DEV_POWER_AVERAGE:
+                value.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+            if value.fieldId == pynvml.NVML_FI_DEV_MEMORY_TEMP:
+                value.nvmlReturn = pynvml.NVML_ERROR_INVALID_ARGUMENT
+        return values
+
+
+def test_a_field_refused_in_the_batch_falls_back_to_its_own_call() -> None:
+    fake = OlderBoard(load_profile("h100x8"))
+    calls = steady_calls(fake)
+    assert calls["nvmlDeviceGetPowerUsage"] == 1
+    assert calls["nvmlDeviceGetFieldValues"] == 1
+    reading = backend_over(fake).devices()[0].read()
+    assert reading.power_watts is not None
+    assert reading.memory_temperature_celsius is None
 
 
 def test_a_lost_gpu_raises_for_readings_and_mig_enumeration() -> None:

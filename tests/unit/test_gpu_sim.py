@@ -112,3 +112,35 @@ def test_every_builtin_profile_opens_through_the_nvml_backend() -> None:
         backend = open_backend(f"sim:{name}")
         assert isinstance(backend, NvmlBackend)
         assert all(device.read().power_watts for device in backend.devices())
+
+
+def test_scalar_field_values_carry_nvmls_types_units_and_scopes(nvml: tuple[FakeNvml, Clock]) -> None:
+    fake, _ = nvml
+    handle = fake.nvmlDeviceGetHandleByIndex(0)
+    gpu_scope, module_scope = pynvml.NVML_POWER_SCOPE_GPU, pynvml.NVML_POWER_SCOPE_MODULE
+    power, module_power, energy, unknown = fake.nvmlDeviceGetFieldValues(
+        handle,
+        [
+            (pynvml.NVML_FI_DEV_POWER_AVERAGE, gpu_scope),
+            (pynvml.NVML_FI_DEV_POWER_AVERAGE, module_scope),
+            pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION,
+            (pynvml.NVML_FI_MAX - 1, 0),
+        ],
+    )
+    assert power.valueType == pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+    assert power.value.uiVal == fake.nvmlDeviceGetPowerUsage(handle)  # mW
+    assert module_power.nvmlReturn == pynvml.NVML_ERROR_NOT_SUPPORTED
+    assert energy.valueType == pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+    assert energy.value.ullVal == fake.nvmlDeviceGetTotalEnergyConsumption(handle)  # mJ
+    assert energy.timestamp > 0
+    assert unknown.nvmlReturn == pynvml.NVML_ERROR_NOT_SUPPORTED
+
+
+def test_the_simulator_counts_calls_per_gpu_and_function(nvml: tuple[FakeNvml, Clock]) -> None:
+    fake, _ = nvml
+    handle = fake.nvmlDeviceGetHandleByIndex(3)
+    fake.nvmlDeviceGetPowerUsage(handle)
+    fake.nvmlDeviceGetPowerUsage(handle)
+    counts = fake.call_counts()
+    assert counts[(3, "nvmlDeviceGetPowerUsage")] == 2
+    assert counts[(None, "nvmlDeviceGetHandleByIndex")] == 1

@@ -72,10 +72,12 @@ def test_gpu_options_reach_the_agent(tmp_path: Path, monkeypatch: pytest.MonkeyP
             "mig": False,
             "k8sMode": True,
             "podResourcesSocket": "/run/pr/kubelet.sock",
+            "dcgmCompat": True,
         }
     }
     config = load_rendered(render_config_toml(FleetSpec.model_validate(spec), "ns/x"), tmp_path, monkeypatch)
     assert (config.gpu_visible_devices, config.enable_gpu_mig, config.k8s_mode) == ("0,1", False, True)
+    assert config.gpu_dcgm_compat is True
     assert str(config.pod_resources_socket) == "/run/pr/kubelet.sock"
 
 

@@ -19,7 +19,12 @@ from esnode_agent.gpu.sim_backend import FakeNvml
 from esnode_agent.gpu.sim_profile import load_profile
 from esnode_agent.gpu.visibility import DeviceList
 from esnode_agent.podresources import api_pb2, api_pb2_grpc
-from esnode_agent.podresources.client import PodRef, PodResourcesRefresher, holders_from_response
+from esnode_agent.podresources.client import (
+    PodRef,
+    PodResourcesRefresher,
+    holders_from_response,
+    sharers_from_response,
+)
 
 
 def pod(namespace: str, name: str, *containers: tuple[str, str, list[str]]) -> api_pb2.PodResources:
@@ -90,6 +95,10 @@ def test_holders_cover_gpus_mig_devices_shared_gpus_and_nothing_else() -> None:
         "MIG-ccc": PodRef("ml", "infer-0", "server"),
         "GPU-ddd": PodRef("dev,dev", "nb-1,nb-2", "lab,lab"),  # a time-sliced GPU, held by two pods
     }
+    assert sharers_from_response(response)["GPU-ddd"] == (
+        PodRef("dev", "nb-1", "lab"),
+        PodRef("dev", "nb-2", "lab"),
+    )
 
 
 def test_a_refresh_reads_the_kubelet(kubelet: Kubelet, socket_path: Path) -> None:
@@ -134,7 +143,9 @@ def test_gpu_and_mig_series_carry_the_pod_that_holds_them(kubelet: Kubelet, sock
     finally:
         collector.close()
     held = {
-        (s.label("gpu"), s.labels.get("mig_uuid", ""), s.label("pod"), s.label("container")) for s in samples
+        (s.label("gpu"), s.labels.get("mig_uuid", ""), s.label("pod"), s.label("container"))
+        for s in samples
+        if s.spec.name != "esnode_pod_gpu_energy_joules_total"  # per pod, not per device
     }
     assert {key for key in held if key[2]} == {
         ("1", "", "train-0", "trainer"),

@@ -1,7 +1,7 @@
-"""The capper's metrics: each GPU's limits, what esnode set, its state and its actions.
+"""The capper's metrics: what esnode set, its state and its actions.
 
-It reads the capper's last published view (memory only); the limit in force is the GPU
-collector's esnode_gpu_power_limit_watts.
+It reads the capper's last published view (memory only); the limit in force and the GPU's
+min/max/default limits are the GPU collector's (esnode_gpu_power_limit_*_watts).
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from esnode_agent.capping.controller import (
 from esnode_agent.cycle.collector import STAGE_ASSESS
 from esnode_agent.cycle.samples import SampleSink, counter, gauge
 
-LIMIT_MIN = gauge("esnode_gpu_power_limit_min_watts", "Lowest power limit the GPU accepts.", "gpu", "uuid")
-LIMIT_MAX = gauge("esnode_gpu_power_limit_max_watts", "Highest power limit the GPU accepts.", "gpu", "uuid")
-LIMIT_DEFAULT = gauge("esnode_gpu_power_limit_default_watts", "The GPU's default power limit.", "gpu", "uuid")
 LIMIT_ESNODE = gauge(
     "esnode_gpu_power_limit_esnode_watts",
     "The power limit esnode's capper set (enforce) or would set (advise); absent while it leaves the "
@@ -68,9 +65,6 @@ class PowerCappingCollector:
             sink.add(CAPPING_ACTIONS, view.actions[kind], kind=kind)
         for cap in view.gpus:
             labels = {"gpu": str(cap.device.identity.index), "uuid": cap.device.identity.uuid}
-            sink.add(LIMIT_MIN, cap.limits.min_watts, **labels)
-            sink.add(LIMIT_MAX, cap.limits.max_watts, **labels)
-            sink.add(LIMIT_DEFAULT, cap.limits.default_watts, **labels)
             if cap.esnode_watts is not None:
                 sink.add(LIMIT_ESNODE, cap.esnode_watts, **labels)
         for uuid, (index, reason) in view.disabled.items():

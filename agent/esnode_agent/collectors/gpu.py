@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from esnode_agent.collectors.gpu_dcgm import DcgmWriter
 from esnode_agent.collectors.gpu_specs import K8S, PLAIN
+from esnode_agent.collectors.pod_energy import GpuShares, PodGpuEnergy, split_among
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.cycle.collector import STAGE_READ, NoDataError
 from esnode_agent.cycle.samples import SampleSink
@@ -21,6 +24,7 @@ from esnode_agent.gpu.backend import (
     EventsUnsupportedError,
     GpuBackend,
     GpuDevice,
+    GpuIdentity,
     GpuLostError,
     GpuReading,
     MigReading,
@@ -62,6 +66,7 @@ class GpuCollector:
         pods: PodResourcesRefresher | None = None,
         xids: XidCounter | None = None,
         k8s_mode: bool = False,
+        dcgm: DcgmWriter | None = None,
     ) -> None:
         self._backend = backend
         self._visible = visible
@@ -71,6 +76,8 @@ class GpuCollector:
         self._xids = xids
         self._families = K8S if k8s_mode else PLAIN
         self._k8s_mode = k8s_mode
+        self._dcgm = dcgm
+        self._pod_energy = PodGpuEnergy() if pods is not None else None
         self._lost: dict[str, str] = {}  # uuid -> error, to log each loss once
         self._mig_mode: dict[str, bool | None] = {}  # uuid -> last known, for a lost GPU's info
         self._unknown_checked = False
@@ -84,8 +91,12 @@ class GpuCollector:
         holders = self._pods.holders() if self._pods else {}
         xids = self._xids.counts() if self._xids else {}
         seen_migs: list[str] = []
+        shares: dict[str, GpuShares] = {}
         for device in self._devices:
-            seen_migs += self._collect_device(sink, device, holders, xids)
+            seen_migs += self._collect_device(sink, device, holders, xids, shares=shares)
+        if self._pod_energy is not None:
+            self._pod_energy.update(shares)
+            self._pod_energy.add_to(sink, (pod for gpu in shares.values() for pod in gpu.weights))
         if not self._unknown_checked:
             self._warn_unknown(seen_migs)
 
@@ -108,8 +119,10 @@ class GpuCollector:
         device: GpuDevice,
         holders: Mapping[str, PodRef],
         xids: Mapping[tuple[str, int], int],
+        *,
+        shares: dict[str, GpuShares],
     ) -> list[str]:
-        """Writes one GPU's series; returns the UUIDs of its MIG devices."""
+        """Writes one GPU's series and notes its pods' energy shares; returns its MIG devices' UUIDs."""
         identity = device.identity
         whole = self._visible.selects_gpu(identity.index, identity.uuid)
         labels = {
@@ -134,7 +147,28 @@ class GpuCollector:
         self._add_xids(sink, identity.uuid, xids, labels)
         for mig in shown_migs:
             self._add_mig(sink, mig, labels["gpu"], identity.uuid, holders)
+        self._add_dcgm(sink, identity, reading, shown_migs, holders)
+        gpu_shares = self._gpu_shares(identity, reading, shown_migs)
+        if gpu_shares is not None:
+            shares[identity.uuid] = gpu_shares
         return [m.uuid for m in migs]
+
+    def _gpu_shares(
+        self, identity: GpuIdentity, reading: GpuReading, migs: Sequence[MigReading]
+    ) -> GpuShares | None:
+        """Who gets which weight of this GPU's energy (pod_energy's rule); None without pods or energy."""
+        if self._pods is None or reading.energy_joules_total is None:
+            return None
+        sharers = self._pods.sharers()
+        weights: dict[PodRef, float] = {}
+        if reading.mig_mode_enabled:
+            for mig in migs:
+                busy = mig.activity_ratio.get("graphics_engine", 1.0)
+                split_among(sharers.get(mig.uuid, ()), (mig.sm_count or 1) * busy, weights)
+        else:
+            whole = sharers.get(identity.uuid) or sharers.get(str(identity.index), ())
+            split_among(whole, 1.0, weights)
+        return GpuShares(reading.energy_joules_total, weights)
 
     def _read(
         self, device: GpuDevice, whole: bool
@@ -161,7 +195,7 @@ class GpuCollector:
     def _k8s(self, resource: str, holders: Mapping[str, PodRef], *device_ids: str) -> dict[str, str]:
         if not self._k8s_mode:
             return {}
-        pod = next((holders[d] for d in device_ids if d in holders), _NO_POD)
+        pod = _holder(holders, *device_ids)
         return {"resource": resource, "namespace": pod.namespace, "pod": pod.pod, "container": pod.container}
 
     def _add_identity(
@@ -196,6 +230,11 @@ class GpuCollector:
             (f.retired_pages_pending, _number(reading.retired_pages_pending)),
             (f.remapped_rows_pending, _number(reading.remapped_rows_pending)),
             (f.remapped_rows_failed, _number(reading.remapped_rows_failed)),
+            (f.memory_temperature, reading.memory_temperature_celsius),
+            (f.power_limit_min, reading.power_limit_min_watts),
+            (f.power_limit_max, reading.power_limit_max_watts),
+            (f.power_limit_default, reading.power_limit_default_watts),
+            (f.pcie_replays, reading.pcie_replays_total),
         )
         for spec, value in scalars:
             if value is not None:
@@ -215,6 +254,28 @@ class GpuCollector:
             sink.add(f.retired_pages, pages, cause=cause, **labels)
         for kind, rows in reading.remapped_rows.items():
             sink.add(f.remapped_rows, rows, type=kind, **labels)
+        for kind, errors in reading.nvlink_errors_total.items():
+            sink.add(f.nvlink_errors, errors, type=kind, **labels)
+        for activity, ratio in reading.activity_ratio.items():
+            sink.add(f.activity, ratio, activity=activity, **labels)
+
+    def _add_dcgm(
+        self,
+        sink: SampleSink,
+        identity: GpuIdentity,
+        reading: GpuReading,
+        migs: Sequence[MigReading],
+        holders: Mapping[str, PodRef],
+    ) -> None:
+        """The DCGM-named copies of this GPU's and its MIG devices' series (gpu_dcgm_compat)."""
+        dcgm = self._dcgm
+        if dcgm is None:
+            return
+        last_xid = self._xids.last().get(identity.uuid, 0) if self._xids else None
+        pod = _holder(holders, identity.uuid, str(identity.index))
+        dcgm.add_gpu(sink, identity, reading, pod, last_xid)
+        for mig in migs:
+            dcgm.add_mig(sink, identity, mig, _holder(holders, mig.uuid))
 
     def _add_xids(
         self, sink: SampleSink, uuid: str, xids: Mapping[tuple[str, int], int], labels: dict[str, str]
@@ -243,6 +304,8 @@ class GpuCollector:
         ):
             if value is not None:
                 sink.add(spec, value, **labels)
+        for activity, ratio in mig.activity_ratio.items():
+            sink.add(f.mig_activity, ratio, activity=activity, **labels)
 
     def _mark_lost(self, uuid: str, index: int, error: str) -> None:
         if self._lost.get(uuid) != error:
@@ -266,6 +329,10 @@ class GpuCollector:
                     extra={"setting": name, "unknown": ",".join(unknown)},
                 )
         self._unknown_checked = True
+
+
+def _holder(holders: Mapping[str, PodRef], *device_ids: str) -> PodRef:
+    return next((holders[d] for d in device_ids if d in holders), _NO_POD)
 
 
 def _may_show(visible: DeviceList, device: GpuDevice) -> bool:
@@ -303,7 +370,17 @@ def build_gpu_collector(config: AgentConfig, environ: Mapping[str, str] = os.env
         pods=pods,
         xids=_xid_counter(backend, visible) if config.enable_gpu_events else None,
         k8s_mode=config.k8s_mode,
+        dcgm=(
+            DcgmWriter(_hostname(config, environ), backend.driver_version, k8s_mode=config.k8s_mode)
+            if config.gpu_dcgm_compat
+            else None
+        ),
     )
+
+
+def _hostname(config: AgentConfig, environ: Mapping[str, str]) -> str:
+    """What dcgm-exporter puts in Hostname: the node's name in a pod, else the host name."""
+    return config.node_name or environ.get("NODE_NAME") or socket.gethostname()
 
 
 def _device_list(

@@ -43,6 +43,16 @@ class GpuFamilies:
     mig_memory_used: MetricSpec
     mig_memory_total: MetricSpec
     mig_sm_count: MetricSpec
+    # GPM activity, power limit range, memory temperature, PCIe replays, NVLink errors.
+    activity: MetricSpec
+    mig_activity: MetricSpec
+    memory_temperature: MetricSpec
+    power_limit_min: MetricSpec
+    power_limit_max: MetricSpec
+    power_limit_default: MetricSpec
+    pcie_replays: MetricSpec
+    nvlink_errors: MetricSpec
+
 
 
 def families(extra: tuple[str, ...]) -> GpuFamilies:
@@ -163,6 +173,31 @@ def families(extra: tuple[str, ...]) -> GpuFamilies:
         ),
         mig_memory_total=mig("esnode_mig_memory_total_bytes", "Memory of the MIG device's GPU instance."),
         mig_sm_count=mig("esnode_mig_sm_count", "Streaming multiprocessors (SMs) of the MIG device."),
+        activity=g(
+            "esnode_gpu_activity_ratio",
+            "Fraction of the last collection cycle the GPU's engine was active, from NVML GPM (Hopper "
+            "and later): graphics_engine, sm (SMs with a warp), sm_occupancy (resident warps of the "
+            "maximum), tensor (tensor pipes), dram (memory bandwidth of the maximum).",
+            "activity",
+        ),
+        mig_activity=mig(
+            "esnode_mig_activity_ratio",
+            "The MIG device's GPU instance's GPM activity over the last cycle (see esnode_gpu_activity_ratio).",
+            "activity",
+        ),
+        memory_temperature=g("esnode_gpu_memory_temperature_celsius", "GPU memory (HBM) temperature."),
+        power_limit_min=g("esnode_gpu_power_limit_min_watts", "Lowest power limit the GPU accepts."),
+        power_limit_max=g("esnode_gpu_power_limit_max_watts", "Highest power limit the GPU accepts."),
+        power_limit_default=g("esnode_gpu_power_limit_default_watts", "The GPU's default power limit."),
+        pcie_replays=c(
+            "esnode_gpu_pcie_replays_total",
+            "PCIe packets the GPU resent after link errors (NVML replay counter).",
+        ),
+        nvlink_errors=c(
+            "esnode_gpu_nvlink_errors_total",
+            "NVLink errors over all links since the driver loaded: crc (data CRC), replay, recovery.",
+            "type",
+        ),
     )
 
 

@@ -186,6 +186,10 @@ class AgentConfig(BaseModel):
     pod_resources_refresh_seconds: float = Field(
         10.0, gt=0, le=3600, description="How often pod attribution is refreshed, off the collection path"
     )
+    # GPU: dcgm-exporter-compatible series (issue 14).
+    gpu_dcgm_compat: bool = Field(
+        False, description="Also serve dcgm-exporter's default DCGM_FI_* families and label names"
+    )
 
     @field_validator("gpu_backend")
     @classmethod

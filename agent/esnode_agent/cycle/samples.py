@@ -23,9 +23,11 @@ class MetricSpec:
     help: str
     type: MetricType
     labels: tuple[str, ...] = ()
+    # A name another exporter fixed (dcgm-exporter's counters lack `_total`): kept as it is.
+    foreign_name: bool = False
 
     def __post_init__(self) -> None:
-        if self.type is MetricType.COUNTER and not self.name.endswith("_total"):
+        if self.type is MetricType.COUNTER and not self.name.endswith("_total") and not self.foreign_name:
             raise ValueError(f"counter {self.name} must end in _total")
 
 

@@ -102,6 +102,18 @@ class GpuReading:
     remapped_rows: Mapping[str, float] = field(default_factory=dict)  # corrected, uncorrected
     remapped_rows_pending: bool | None = None
     remapped_rows_failed: bool | None = None
+    # Read in the same NVML calls as the fields above (the field-value batch, memory, utilization).
+    memory_utilization_percent: float | None = None  # utilization.memory: time memory was read or written
+    memory_free_bytes: float | None = None
+    memory_reserved_bytes: float | None = None  # the driver's; absent where only v1 memory info exists
+    memory_temperature_celsius: float | None = None
+    power_limit_min_watts: float | None = None
+    power_limit_max_watts: float | None = None
+    power_limit_default_watts: float | None = None
+    pcie_replays_total: float | None = None
+    nvlink_errors_total: Mapping[str, float] = field(default_factory=dict)  # crc, replay, recovery
+    # GPM (Hopper and later), over the last cycle: graphics_engine, sm, sm_occupancy, tensor, dram.
+    activity_ratio: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +127,7 @@ class MigReading:
     sm_count: int | None
     memory_used_bytes: float | None
     memory_total_bytes: float | None
+    activity_ratio: Mapping[str, float] = field(default_factory=dict)  # its GPU instance's GPM ratios
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ class XidCounter:
         self._source = source
         self._wait_timeout_seconds = wait_timeout_seconds
         self._counts: dict[tuple[str, int], int] = {}
+        self._last: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gpu-xid-events", daemon=True)
@@ -40,6 +41,11 @@ class XidCounter:
     def counts(self) -> Mapping[tuple[str, int], int]:
         with self._lock:
             return dict(self._counts)
+
+    def last(self) -> Mapping[str, int]:
+        """GPU UUID -> the XID of its latest event (dcgm-exporter's DCGM_FI_DEV_XID_ERRORS)."""
+        with self._lock:
+            return dict(self._last)
 
     def _run(self) -> None:
         last_error: str | None = None
@@ -58,3 +64,4 @@ class XidCounter:
                 with self._lock:
                     key = (event.gpu_uuid, event.xid)
                     self._counts[key] = self._counts.get(key, 0) + 1
+                    self._last[event.gpu_uuid] = event.xid

@@ -13,15 +13,19 @@ from typing import Protocol
 
 Handle = object  # an opaque nvmlDevice_t
 EventSet = object  # an opaque nvmlEventSet_t
+GpmSample = object  # an opaque nvmlGpmSample_t
 
 
 class MemoryInfo(Protocol):
     total: int
     used: int
+    free: int
+    reserved: int  # v2 only
 
 
 class Utilization(Protocol):
     gpu: int
+    memory: int
 
 
 class PciInfo(Protocol):
@@ -51,6 +55,10 @@ class FieldValue(Protocol):
     valueType: int
     nvmlReturn: int
     value: Value
+
+
+class GpmSupport(Protocol):
+    isSupportedDevice: int
 
 
 class EventData(Protocol):
@@ -96,6 +104,12 @@ class NvmlApi(Protocol):
     def nvmlDeviceGetGpuInstanceId(self, device: Handle) -> int: ...
     def nvmlDeviceGetComputeInstanceId(self, device: Handle) -> int: ...
     def nvmlDeviceGetAttributes(self, device: Handle) -> DeviceAttributes: ...
+    def nvmlGpmQueryDeviceSupport(self, device: Handle) -> GpmSupport: ...
+    def nvmlGpmSampleAlloc(self) -> GpmSample: ...
+    def nvmlGpmSampleFree(self, gpmSample: GpmSample) -> None: ...
+    def nvmlGpmSampleGet(self, device: Handle, gpmSample: GpmSample) -> GpmSample: ...
+    def nvmlGpmMigSampleGet(self, device: Handle, gpuInstanceId: int, gpmSample: GpmSample) -> GpmSample: ...
+    def nvmlGpmMetricsGet(self, metricsGet: object) -> object: ...
     def nvmlEventSetCreate(self) -> EventSet: ...
     def nvmlDeviceRegisterEvents(self, handle: Handle, eventTypes: int, eventSet: EventSet) -> None: ...
     def nvmlEventSetWait(self, eventSet: EventSet, timeoutms: int) -> EventData: ...

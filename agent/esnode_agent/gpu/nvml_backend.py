@@ -1,8 +1,11 @@
 """GPUs through NVML: the GpuBackend over pynvml's functions, or over a fake of them (the simulator).
 
-Every field is read on its own: NOT_SUPPORTED (or a function the driver lacks, or no permission)
-drops that field for that GPU and is remembered, so it is not asked again every cycle; GPU_IS_LOST
-and its kin make the whole GPU unreadable for the cycle (GpuLostError) while others carry on.
+The scalar fields (power, limits, energy, ECC, memory health, NVLink counters) come from one
+nvmlDeviceGetFieldValues call per GPU per cycle; a field the driver refuses there is read with
+its own function instead (remembered). Every field fails on its own: NOT_SUPPORTED (or a function
+the driver lacks, or no permission) drops that field for that GPU and is remembered, so it is not
+asked again every cycle; GPU_IS_LOST and its kin make the whole GPU unreadable for the cycle
+(GpuLostError) while others carry on.
 Units are converted here: mW -> W, mJ -> J, MHz -> Hz, KB/s and KiB -> bytes.
 """
 
@@ -20,6 +23,7 @@ from typing import TypeVar
 import pynvml  # type: ignore[import-untyped]  # constants and error classes only; calls go through NvmlApi
 
 from esnode_agent.gpu import backend
+from esnode_agent.gpu import nvml_fields as fi
 from esnode_agent.gpu.backend import (
     EventsUnsupportedError,
     GpuDevice,
@@ -33,7 +37,9 @@ from esnode_agent.gpu.backend import (
     PowerLimits,
     XidEvent,
 )
-from esnode_agent.gpu.nvml_api import DeviceAttributes, EventSet, FieldValue, Handle, NvmlApi
+from esnode_agent.gpu.gpm import GpmReader, gpm_supported
+from esnode_agent.gpu.nvml_api import DeviceAttributes, EventSet, Handle, MemoryInfo, NvmlApi
+from esnode_agent.gpu.nvml_fields import FieldKey, FieldReadout, number
 from esnode_agent.gpu.pcie_sampler import PCIE_SAMPLE_INTERVAL_SECONDS, PcieSampler
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,8 @@ T = TypeVar("T")
 _UNSUPPORTED = frozenset(
     {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, pynvml.NVML_ERROR_NO_PERMISSION}
 )
+# A field ID the driver does not know (newer than it) answers INVALID_ARGUMENT in its slot.
+_FIELD_REFUSED = _UNSUPPORTED | {pynvml.NVML_ERROR_INVALID_ARGUMENT}
 # The GPU as a whole does not answer.
 _LOST = frozenset(
     {
@@ -71,33 +79,13 @@ _CLOCK_TYPES = {
     "sm": pynvml.NVML_CLOCK_SM,
     "memory": pynvml.NVML_CLOCK_MEM,
 }
-_ECC_TYPES = {
-    "corrected": pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED,
-    "uncorrected": pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+_ECC_TYPES = {  # kind -> (batched field, legacy error type)
+    "corrected": (fi.ECC_CORRECTED, pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED),
+    "uncorrected": (fi.ECC_UNCORRECTED, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
 }
 _PCIE_COUNTERS = {"rx": pynvml.NVML_PCIE_UTIL_RX_BYTES, "tx": pynvml.NVML_PCIE_UTIL_TX_BYTES}
 KIB = 1024  # NVML's PCIe "KB/s" and NVLink "KiB" are both 1024 bytes
 MHZ = 1_000_000
-
-# Field-value IDs read in one nvmlDeviceGetFieldValues call per GPU per cycle.
-_RETIRED_SBE = (pynvml.NVML_FI_DEV_RETIRED_SBE, 0)
-_RETIRED_DBE = (pynvml.NVML_FI_DEV_RETIRED_DBE, 0)
-_RETIRED_PENDING = (pynvml.NVML_FI_DEV_RETIRED_PENDING, 0)
-_REMAPPED_COR = (pynvml.NVML_FI_DEV_REMAPPED_COR, 0)
-_REMAPPED_UNC = (pynvml.NVML_FI_DEV_REMAPPED_UNC, 0)
-_REMAPPED_PENDING = (pynvml.NVML_FI_DEV_REMAPPED_PENDING, 0)
-_REMAPPED_FAILURE = (pynvml.NVML_FI_DEV_REMAPPED_FAILURE, 0)
-_MEMORY_HEALTH_FIELDS = (
-    _RETIRED_SBE,
-    _RETIRED_DBE,
-    _RETIRED_PENDING,
-    _REMAPPED_COR,
-    _REMAPPED_UNC,
-    _REMAPPED_PENDING,
-    _REMAPPED_FAILURE,
-)
-_NVLINK_RX = pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX
-_NVLINK_TX = pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX
 
 _MIG_PROFILE_IN_NAME = re.compile(r"\bMIG\s+((?:\d+c\.)?\d+g\.\d+gb(?:\+[a-z]+)?)\s*$")
 
@@ -203,6 +191,8 @@ class NvmlDevice:
         self._dropped_field_ids: set[tuple[int, int]] = set()
         self._mig_static: dict[str, _MigStatic] = {}
         self._pcie: dict[str, float] = {}  # the PCIe sampler's latest, replaced whole
+        self._gpm: GpmReader | None = None  # set once GPM answers as supported
+        self._mig_gpm: dict[str, GpmReader] = {}  # MIG device UUID -> its GPU instance's reader
 
     @property
     def identity(self) -> GpuIdentity:
@@ -215,24 +205,24 @@ class NvmlDevice:
     def read(self) -> GpuReading:
         lib, h = self._lib, self._handle
         mig_mode = self._read_mig_mode()
-        memory = self._field("memory", lambda: _memory_bytes(lib, h))
-        fields = self._field("field_values", self._field_values) or {}
+        memory = self._field("memory", lambda: _memory(lib, h))
+        utilization = self._field("utilization", lambda: lib.nvmlDeviceGetUtilizationRates(h))
+        fields = self._read_fields()
+        nvml_milli = partial(self._batched, fields, scale=1 / 1000)  # mW -> W, mJ -> J
         return GpuReading(
             mig_mode_enabled=mig_mode,
-            utilization_percent=self._field(
-                "utilization", lambda: float(lib.nvmlDeviceGetUtilizationRates(h).gpu)
-            ),
-            memory_used_bytes=memory[0] if memory else None,
-            memory_total_bytes=memory[1] if memory else None,
+            utilization_percent=None if utilization is None else float(utilization.gpu),
+            memory_used_bytes=memory.used if memory else None,
+            memory_total_bytes=memory.total if memory else None,
             temperature_celsius=self._field(
                 "temperature", lambda: float(lib.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU))
             ),
-            power_watts=self._field("power", lambda: lib.nvmlDeviceGetPowerUsage(h) / 1000),
-            power_limit_watts=self._field(
-                "power_limit", lambda: lib.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
+            power_watts=nvml_milli(fi.POWER, "power", lambda: lib.nvmlDeviceGetPowerUsage(h)),
+            power_limit_watts=nvml_milli(
+                fi.POWER_LIMIT, "power_limit", lambda: lib.nvmlDeviceGetEnforcedPowerLimit(h)
             ),
-            energy_joules_total=self._field(
-                "energy", lambda: lib.nvmlDeviceGetTotalEnergyConsumption(h) / 1000
+            energy_joules_total=nvml_milli(
+                fi.ENERGY, "energy", lambda: lib.nvmlDeviceGetTotalEnergyConsumption(h)
             ),
             fan_speed_ratio=self._field("fan", lambda: lib.nvmlDeviceGetFanSpeed(h) / 100),
             performance_state=self._field("performance_state", self._performance_state),
@@ -240,26 +230,43 @@ class NvmlDevice:
                 "clock", _CLOCK_TYPES, lambda t: float(lib.nvmlDeviceGetClockInfo(h, t) * MHZ)
             ),
             throttle_reasons=self._throttle_reasons(),
-            ecc_errors_total=self._each(
-                "ecc",
-                _ECC_TYPES,
-                lambda t: float(lib.nvmlDeviceGetTotalEccErrors(h, t, pynvml.NVML_VOLATILE_ECC)),
+            ecc_errors_total=_present(
+                {
+                    kind: self._batched(
+                        fields,
+                        key,
+                        f"ecc_{kind}",
+                        partial(lib.nvmlDeviceGetTotalEccErrors, h, code, pynvml.NVML_VOLATILE_ECC),
+                    )
+                    for kind, (key, code) in _ECC_TYPES.items()
+                }
             ),
             pcie_bytes_per_second=self._pcie,
             nvlink=tuple(
-                NvlinkCounters(link, fields[(_NVLINK_RX, link)] * KIB, fields[(_NVLINK_TX, link)] * KIB)
+                NvlinkCounters(link, rx * KIB, tx * KIB)
                 for link in self._nvlink_links or ()
-                if (_NVLINK_RX, link) in fields and (_NVLINK_TX, link) in fields
+                if (rx := fields.get((fi.NVLINK_RX, link))) is not None
+                and (tx := fields.get((fi.NVLINK_TX, link))) is not None
             ),
             retired_pages=_present(
-                {"single_bit_ecc": fields.get(_RETIRED_SBE), "double_bit_ecc": fields.get(_RETIRED_DBE)}
+                {"single_bit_ecc": fields.get(fi.RETIRED_SBE), "double_bit_ecc": fields.get(fi.RETIRED_DBE)}
             ),
-            retired_pages_pending=_flag(fields.get(_RETIRED_PENDING)),
+            retired_pages_pending=_flag(fields.get(fi.RETIRED_PENDING)),
             remapped_rows=_present(
-                {"corrected": fields.get(_REMAPPED_COR), "uncorrected": fields.get(_REMAPPED_UNC)}
+                {"corrected": fields.get(fi.REMAPPED_COR), "uncorrected": fields.get(fi.REMAPPED_UNC)}
             ),
-            remapped_rows_pending=_flag(fields.get(_REMAPPED_PENDING)),
-            remapped_rows_failed=_flag(fields.get(_REMAPPED_FAILURE)),
+            remapped_rows_pending=_flag(fields.get(fi.REMAPPED_PENDING)),
+            remapped_rows_failed=_flag(fields.get(fi.REMAPPED_FAILURE)),
+            memory_utilization_percent=None if utilization is None else float(utilization.memory),
+            memory_free_bytes=memory.free if memory else None,
+            memory_reserved_bytes=memory.reserved if memory else None,
+            memory_temperature_celsius=fields.get(fi.MEMORY_TEMPERATURE),
+            power_limit_min_watts=_scaled(fields.get(fi.POWER_LIMIT_MIN), 1 / 1000),
+            power_limit_max_watts=_scaled(fields.get(fi.POWER_LIMIT_MAX), 1 / 1000),
+            power_limit_default_watts=_scaled(fields.get(fi.POWER_LIMIT_DEFAULT), 1 / 1000),
+            pcie_replays_total=fields.get(fi.PCIE_REPLAYS),
+            nvlink_errors_total=_present({kind: fields.get(key) for kind, key in fi.NVLINK_ERRORS.items()}),
+            activity_ratio=self._field("gpm", self._read_gpm) or {},
         )
 
     # Power limits: only the opt-in capper calls these (esnode_agent.capping).
@@ -277,6 +284,33 @@ class NvmlDevice:
     def set_power_limit_milliwatts(self, milliwatts: int) -> None:
         with _power_limit_errors():
             self._lib.nvmlDeviceSetPowerManagementLimit(self._handle, milliwatts)
+    def _read_gpm(self) -> dict[str, float]:
+        if self._gpm is None:
+            if not gpm_supported(self._lib, self._handle):  # before Hopper
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            self._gpm = GpmReader(self._lib, partial(self._lib.nvmlGpmSampleGet, self._handle))
+        return self._gpm.read()
+
+    def _mig_activity(self, uuid: str, gpu_instance_id: int) -> dict[str, float]:
+        """The MIG device's GPU instance's GPM ratios; none where the GPU lacks GPM."""
+        if self._gpm is None:
+            return {}
+        lib, parent = self._lib, self._handle
+        reader = self._mig_gpm.get(uuid) or GpmReader(
+            lib, lambda sample: lib.nvmlGpmMigSampleGet(parent, gpu_instance_id, sample)
+        )
+        self._mig_gpm[uuid] = reader
+        return self._field(f"gpm_{uuid}", reader.read) or {}
+
+    def _batched(
+        self, fields: FieldReadout, key: FieldKey, name: str, legacy: Callable[[], float], scale: float = 1.0
+    ) -> float | None:
+        """A batched field's value; where the driver refused it in the batch, its own function's."""
+        if key in fields.values:
+            return fields.values[key] * scale
+        if key in fields.failed:
+            return None
+        return self._field(name, lambda: float(legacy()) * scale)
 
     def refresh_pcie(self) -> None:
         """Called by the PCIe sampler thread: NVML blocks ~20 ms per direction here."""
@@ -301,6 +335,7 @@ class NvmlDevice:
         )
         if enabled != self._mig_mode and self._mig_mode is not None:
             self._unsupported.clear()  # what MIG mode disables (utilization) comes back without it
+            self._dropped_field_ids.clear()
         self._mig_mode = enabled
         return enabled
 
@@ -351,27 +386,41 @@ class NvmlDevice:
         except pynvml.NVMLError_FunctionNotFound:  # drivers before R535 only have the older name
             return int(self._lib.nvmlDeviceGetCurrentClocksThrottleReasons(self._handle))
 
-    def _field_values(self) -> dict[tuple[int, int], float]:
-        """Memory-health and NVLink counters in one call; each value can be unsupported on its own."""
+    def _read_fields(self) -> FieldReadout:
+        readout = self._field("field_values", self._field_values)
+        if readout is not None:
+            return readout
+        if "field_values" in self._unsupported:  # a driver without the call: the legacy calls answer
+            return FieldReadout()
+        return FieldReadout(failed=frozenset(self._wanted_fields()))  # erred this cycle, logged
+
+    def _wanted_fields(self) -> list[FieldKey]:
         if self._nvlink_links is None:
             self._nvlink_links = self._active_nvlinks()
-        wanted = [
-            *_MEMORY_HEALTH_FIELDS,
-            *((field_id, link) for link in self._nvlink_links for field_id in (_NVLINK_RX, _NVLINK_TX)),
-        ]
-        wanted = [key for key in wanted if key not in self._dropped_field_ids]
+        links = ((field_id, link) for link in self._nvlink_links for field_id in (fi.NVLINK_RX, fi.NVLINK_TX))
+        return [key for key in (*fi.SCALAR_FIELDS, *links) if key not in self._dropped_field_ids]
+
+    def _field_values(self) -> FieldReadout:
+        """The scalar fields in one call; each value succeeds, is refused or fails on its own."""
+        wanted = self._wanted_fields()
         if not wanted:
-            return {}
-        values: dict[tuple[int, int], float] = {}
+            return FieldReadout()
+        values: dict[FieldKey, float] = {}
+        failed: set[FieldKey] = set()
         for value in self._lib.nvmlDeviceGetFieldValues(self._handle, wanted):
             key = (int(value.fieldId), int(value.scopeId))
-            if value.nvmlReturn == pynvml.NVML_SUCCESS:
-                values[key] = _number(value)
-            elif value.nvmlReturn in _UNSUPPORTED:
+            code = int(value.nvmlReturn)
+            if code == pynvml.NVML_SUCCESS:
+                values[key] = number(value)
+                self._reported.pop(f"field {key}", None)
+            elif code in _FIELD_REFUSED:
                 self._dropped_field_ids.add(key)
+            elif code in _LOST:
+                raise GpuLostError(str(pynvml.NVMLError(code)))
             else:
-                raise pynvml.NVMLError(value.nvmlReturn)  # lost GPU, or logged once as this field's error
-        return values
+                failed.add(key)
+                self._report(f"field {key}", str(pynvml.NVMLError(code)))
+        return FieldReadout(values, frozenset(failed))
 
     def _active_nvlinks(self) -> tuple[int, ...]:
         try:
@@ -384,7 +433,7 @@ class NvmlDevice:
             return ()
         if count.nvmlReturn != pynvml.NVML_SUCCESS:
             return ()
-        return tuple(link for link in range(int(_number(count))) if self._nvlink_active(link))
+        return tuple(link for link in range(int(number(count))) if self._nvlink_active(link))
 
     def _nvlink_active(self, link: int) -> bool:
         try:
@@ -406,7 +455,7 @@ class NvmlDevice:
         try:
             uuid = lib.nvmlDeviceGetUUID(handle)
             static = self._mig_static.get(uuid) or self._read_mig_static(handle)
-            memory = _memory_bytes(lib, handle)
+            memory = _memory(lib, handle)
         except pynvml.NVMLError as exc:
             self._mig_failed(slot, exc)
             return None
@@ -418,8 +467,9 @@ class NvmlDevice:
             compute_instance_id=static.compute_instance_id,
             profile=static.profile,
             sm_count=static.sm_count,
-            memory_used_bytes=memory[0],
-            memory_total_bytes=memory[1],
+            memory_used_bytes=memory.used,
+            memory_total_bytes=memory.total,
+            activity_ratio=self._mig_activity(uuid, static.gpu_instance_id),
         )
 
     def _mig_failed(self, slot: int, exc: pynvml.NVMLError) -> None:
@@ -468,29 +518,26 @@ def mig_profile(device_name: str, attributes: DeviceAttributes) -> str:
     return profile if compute_slices in (0, gpu_slices) else f"{compute_slices}c.{profile}"
 
 
-def _memory_bytes(lib: NvmlApi, handle: Handle) -> tuple[float, float]:
-    """(used, total) in bytes; the v2 call leaves driver-reserved memory out of used, as nvidia-smi does."""
+@dataclass(frozen=True, slots=True)
+class _Memory:
+    used: float
+    total: float
+    free: float
+    reserved: float | None  # v2 only
+
+
+def _memory(lib: NvmlApi, handle: Handle) -> _Memory:
+    """Memory in bytes; the v2 call leaves driver-reserved memory out of used, as nvidia-smi does."""
     try:
-        info = lib.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2)
+        info: MemoryInfo = lib.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2)
     except (pynvml.NVMLError_FunctionNotFound, pynvml.NVMLError_ArgumentVersionMismatch):
         info = lib.nvmlDeviceGetMemoryInfo(handle)
-    return float(info.used), float(info.total)
+        return _Memory(float(info.used), float(info.total), float(info.free), None)
+    return _Memory(float(info.used), float(info.total), float(info.free), float(info.reserved))
 
 
-def _number(value: FieldValue) -> float:
-    kind = value.valueType
-    v = value.value
-    if kind == pynvml.NVML_VALUE_TYPE_DOUBLE:
-        return float(v.dVal)
-    by_type = {
-        pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: v.uiVal,
-        pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG: v.ulVal,
-        pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: v.ullVal,
-        pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: v.sllVal,
-        pynvml.NVML_VALUE_TYPE_SIGNED_INT: v.siVal,
-        pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: v.usVal,
-    }
-    return float(by_type.get(kind, v.ullVal))
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value * scale
 
 
 def _present(values: dict[str, float | None]) -> dict[str, float]:

@@ -14,14 +14,17 @@ response time of a real power controller (sim_power_limit).
 
 from __future__ import annotations
 
+import ctypes
 import math
 import random
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, TypeVar
 
 import pynvml  # type: ignore[import-untyped]  # structs, constants and error classes
 
@@ -37,6 +40,46 @@ _LOAD_HEATING_CELSIUS = 50.0  # what full load adds
 _PCIE_SAMPLE_WINDOW_SECONDS = 0.02  # measured: 21 ms per direction on an H200, driver 580
 _PCI_BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)  # an HGX board's GPUs
 _CAPPED_CLOCK_EXPONENT = 1 / 3  # dynamic power goes roughly as f * V^2, and V with f: f ~ P^(1/3)
+_LOAD_MEAN, _LOAD_SWING = 0.5, 0.45
+_HBM_OVER_DIE_CELSIUS = 6.0  # HBM stacks run a few degrees above the die
+_RESERVED_MEMORY_SHARE = 0.006  # the driver's reservation; nvidia-smi shows ~500 MiB on an H100 80GB
+_UINT = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+_ULL = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+_POWER_FIELDS = frozenset(
+    {
+        pynvml.NVML_FI_DEV_POWER_AVERAGE,
+        pynvml.NVML_FI_DEV_POWER_INSTANT,
+        pynvml.NVML_FI_DEV_POWER_MIN_LIMIT,
+        pynvml.NVML_FI_DEV_POWER_MAX_LIMIT,
+        pynvml.NVML_FI_DEV_POWER_DEFAULT_LIMIT,
+        pynvml.NVML_FI_DEV_POWER_CURRENT_LIMIT,
+        pynvml.NVML_FI_DEV_POWER_REQUESTED_LIMIT,
+    }
+)
+_NVLINK_ERROR_TOTALS = frozenset(
+    {
+        pynvml.NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL,
+        pynvml.NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL,
+        pynvml.NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL,
+    }
+)
+_REMAPPED_FIELDS = frozenset(
+    {
+        pynvml.NVML_FI_DEV_REMAPPED_COR,
+        pynvml.NVML_FI_DEV_REMAPPED_UNC,
+        pynvml.NVML_FI_DEV_REMAPPED_PENDING,
+        pynvml.NVML_FI_DEV_REMAPPED_FAILURE,
+    }
+)
+_RETIRED_FIELDS = frozenset(
+    {pynvml.NVML_FI_DEV_RETIRED_SBE, pynvml.NVML_FI_DEV_RETIRED_DBE, pynvml.NVML_FI_DEV_RETIRED_PENDING}
+)
+_NVLINK_THROUGHPUT = frozenset(
+    {pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX}
+)
+
+
+_T = TypeVar("_T")
 
 
 def _error(code: int) -> pynvml.NVMLError:
@@ -102,6 +145,26 @@ class _SimGpu:
         return 0.95 * self.spec.power_limit_watts - self.spec.idle_power_watts
 
 
+# GPM metric -> percent of the load (a busy H100 keeps SMs ~90% active, tensor pipes less).
+_GPM_SHARES = {
+    pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL: 100.0,
+    pynvml.NVML_GPM_METRIC_SM_UTIL: 90.0,
+    pynvml.NVML_GPM_METRIC_SM_OCCUPANCY: 45.0,
+    pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL: 70.0,
+    pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL: 55.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _GpmTaken:
+    """What a filled GPM sample holds: whose it is, when, and the load-seconds so far."""
+
+    gpu: int
+    gpu_instance_id: int | None
+    t: float
+    load_seconds: float
+
+
 @dataclass
 class _EventSet:
     gpus: set[int] = field(default_factory=set)
@@ -114,6 +177,23 @@ class _EventData:
     device: object
     eventType: int
     eventData: int
+
+
+def _address(sample: object) -> int:
+    """A GPM sample pointer's target address, which names the sample."""
+    try:
+        return int(ctypes.cast(sample, ctypes.c_void_p).value or 0)  # type: ignore[arg-type]
+    except ctypes.ArgumentError as exc:
+        raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT) from exc
+
+
+def _instance_wave(gpu: _SimGpu, slot: int) -> Demand:
+    """A MIG instance's own load: its GPU's wave shifted, so instances differ; a GPU on another
+    demand trace lends its instances that trace."""
+    load = gpu.load
+    if not isinstance(load, Wave):
+        return load
+    return Wave(load.period_seconds, load.phase + 1.3 * (slot + 1), load.mean, load.swing)
 
 
 def _as_handle(handle: object) -> _Handle:
@@ -151,6 +231,26 @@ def _build_gpus(profile: SimProfile) -> list[_SimGpu]:
     return gpus
 
 
+def _counting(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(function)
+    def counted(self: FakeNvml, *args: Any, **kwargs: Any) -> Any:
+        gpu = self._gpu_of_call(args[0] if args else None)
+        with self._calls_lock:
+            self._calls[(gpu, name)] += 1
+        return function(self, *args, **kwargs)
+
+    return counted
+
+
+def _count_nvml_calls(cls: type[_T]) -> type[_T]:
+    """Counts every NVML function call by (GPU index or None, function name), as a bench reads them."""
+    for name, function in list(vars(cls).items()):
+        if name.startswith("nvml") and callable(function):
+            setattr(cls, name, _counting(name, function))
+    return cls
+
+
+@_count_nvml_calls
 class FakeNvml:
     """pynvml's functions over a simulated server; thread-safe like NVML for the calls made here."""
 
@@ -168,8 +268,17 @@ class FakeNvml:
         self._event_sets: list[_EventSet] = []
         self._initialised = False
         self._power_lock = threading.Lock()  # the collector and the capping controller both ask
+        self._calls: Counter[tuple[int | None, str]] = Counter()
+        self._calls_lock = threading.Lock()
+        # GPM samples by address: the struct kept alive, and what was taken into it (None: not yet).
+        self._gpm_samples: dict[int, tuple[object, _GpmTaken | None]] = {}
 
-    # Test and demo hooks: not part of NVML.
+    # Test, bench and demo hooks: not part of NVML.
+    def call_counts(self) -> Counter[tuple[int | None, str]]:
+        """NVML calls so far by (GPU index, function); None for calls naming no GPU handle."""
+        with self._calls_lock:
+            return Counter(self._calls)
+
     def fail_gpu(self, index: int) -> None:
         """From now on, every call on this GPU raises GPU_IS_LOST."""
         self._failed.add(index)
@@ -245,8 +354,13 @@ class FakeNvml:
         else:
             total = gpu.spec.mig_instances[slot].memory_total_bytes
             used = int(total * (0.2 + 0.6 * gpu.memory.load(t + 60 * (slot + 1))))
-        info = pynvml.c_nvmlMemory_t() if version is None else pynvml.c_nvmlMemory_v2_t()
-        info.total, info.used, info.free = total, used, total - used
+        reserved = int(total * _RESERVED_MEMORY_SHARE) if slot is None else 0
+        if version is None:  # v1 counts the driver's reservation as used
+            info = pynvml.c_nvmlMemory_t()
+            info.total, info.used, info.free = total, used + reserved, total - used - reserved
+            return info
+        info = pynvml.c_nvmlMemory_v2_t()
+        info.total, info.used, info.reserved, info.free = total, used, reserved, total - used - reserved
         return info
 
     def nvmlDeviceGetTemperature(self, handle: object, sensor: int) -> int:
@@ -341,15 +455,24 @@ class FakeNvml:
     def nvmlDeviceGetFieldValues(
         self, handle: object, fieldIds: Sequence[int | tuple[int, int]]
     ) -> pynvml.c_nvmlFieldValue_t:
+        """Every field answers on its own (nvmlReturn per value), with NVML's value type and units."""
         gpu = self._whole(handle)
+        t = self._elapsed()
         values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
         for value, wanted in zip(values, fieldIds, strict=True):
             field_id, scope = wanted if isinstance(wanted, tuple) else (wanted, 0)
             value.fieldId, value.scopeId = field_id, scope
-            value.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
-            reading = self._field_value(gpu, field_id, scope)
-            value.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED if reading is None else pynvml.NVML_SUCCESS
-            value.value.ullVal = reading or 0
+            value.timestamp = int(time.time() * 1e6)  # NVML stamps values in microseconds
+            reading = self._field_value(gpu, field_id, scope, t)
+            if reading is None:
+                value.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+                continue
+            value.nvmlReturn = pynvml.NVML_SUCCESS
+            value.valueType, number = reading
+            if value.valueType == pynvml.NVML_VALUE_TYPE_UNSIGNED_INT:
+                value.value.uiVal = number
+            else:
+                value.value.ullVal = number
         return values
 
     # MIG.
@@ -381,6 +504,52 @@ class FakeNvml:
         attributes.memorySizeMB = mig.memory_total_bytes // 2**20
         return attributes
 
+    # GPM (Hopper and later).
+    def nvmlGpmQueryDeviceSupport(self, device: object) -> pynvml.c_nvmlGpmSupport_t:
+        support = pynvml.c_nvmlGpmSupport_t()
+        support.version = pynvml.NVML_GPM_SUPPORT_VERSION
+        support.isSupportedDevice = int(self._whole(device).spec.gpm)
+        return support
+
+    def nvmlGpmSampleAlloc(self) -> pynvml.c_nvmlGpmSample_t:
+        self._check_init()
+        target = pynvml.struct_c_nvmlGpmSample_t()
+        sample = pynvml.c_nvmlGpmSample_t(target)
+        self._gpm_samples[_address(sample)] = (target, None)
+        return sample
+
+    def nvmlGpmSampleFree(self, gpmSample: object) -> None:
+        self._gpm_samples.pop(self._gpm_address(gpmSample))
+
+    def nvmlGpmSampleGet(self, device: object, gpmSample: object) -> object:
+        gpu = self._whole(device)
+        return self._take_gpm(gpu, None, gpu.load, gpmSample)
+
+    def nvmlGpmMigSampleGet(self, device: object, gpuInstanceId: int, gpmSample: object) -> object:
+        gpu = self._whole(device)
+        slots = [m.gpu_instance_id for m in gpu.spec.mig_instances]
+        if gpuInstanceId not in slots:
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return self._take_gpm(gpu, gpuInstanceId, _instance_wave(gpu, slots.index(gpuInstanceId)), gpmSample)
+
+    def nvmlGpmMetricsGet(self, metricsGet: pynvml.c_nvmlGpmMetricsGet_t) -> pynvml.c_nvmlGpmMetricsGet_t:
+        self._check_init()
+        if metricsGet.version != pynvml.NVML_GPM_METRICS_GET_VERSION:
+            raise _error(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        first = self._gpm_samples.get(self._gpm_address(metricsGet.sample1), (None, None))[1]
+        second = self._gpm_samples.get(self._gpm_address(metricsGet.sample2), (None, None))[1]
+        if first is None or second is None or second.t <= first.t:
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)  # unfilled, out of order or the same
+        if (first.gpu, first.gpu_instance_id) != (second.gpu, second.gpu_instance_id):
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        busy = (second.load_seconds - first.load_seconds) / (second.t - first.t)
+        for slot in range(metricsGet.numMetrics):
+            metric = metricsGet.metrics[slot]
+            share = _GPM_SHARES.get(metric.metricId)
+            metric.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED if share is None else pynvml.NVML_SUCCESS
+            metric.value = 0.0 if share is None else share * busy
+        return metricsGet
+
     # Events.
     def nvmlEventSetCreate(self) -> _EventSet:
         self._check_init()
@@ -407,6 +576,30 @@ class FakeNvml:
         self._event_sets.remove(_as_event_set(eventSet))
 
     # Helpers.
+    def _gpu_of_call(self, target: object) -> int | None:
+        """The GPU a call is about, for call counts: its handle's, or its GPM samples'."""
+        if isinstance(target, _Handle):
+            return target.gpu
+        if isinstance(target, pynvml.c_nvmlGpmMetricsGet_t):
+            taken = self._gpm_samples.get(_address(target.sample2), (None, None))[1]
+            return None if taken is None else taken.gpu
+        return None
+
+    def _gpm_address(self, sample: object) -> int:
+        address = _address(sample)
+        if address not in self._gpm_samples:
+            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return address
+
+    def _take_gpm(self, gpu: _SimGpu, gpu_instance_id: int | None, wave: Demand, sample: object) -> object:
+        if not gpu.spec.gpm:
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        address = self._gpm_address(sample)
+        t = self._elapsed()
+        taken = _GpmTaken(gpu.index, gpu_instance_id, t, wave.integral(t))
+        self._gpm_samples[address] = (self._gpm_samples[address][0], taken)
+        return sample
+
     def _elapsed(self) -> float:
         return self._clock() - self._started
 
@@ -455,34 +648,74 @@ class FakeNvml:
             reasons |= int(pynvml.nvmlClocksEventReasonHwThermalSlowdown)
         return reasons
 
-    def _field_value(self, gpu: _SimGpu, field_id: int, scope: int) -> int | None:
-        """A field's value, or None for NOT_SUPPORTED."""
+    def _field_value(self, gpu: _SimGpu, field_id: int, scope: int, t: float) -> tuple[int, int] | None:
+        """(NVML value type, value) of a field, or None for NOT_SUPPORTED."""
         spec = gpu.spec
-        remapped = (
-            pynvml.NVML_FI_DEV_REMAPPED_COR,
-            pynvml.NVML_FI_DEV_REMAPPED_UNC,
-            pynvml.NVML_FI_DEV_REMAPPED_PENDING,
-            pynvml.NVML_FI_DEV_REMAPPED_FAILURE,
-        )
-        retired = (
-            pynvml.NVML_FI_DEV_RETIRED_SBE,
-            pynvml.NVML_FI_DEV_RETIRED_DBE,
-            pynvml.NVML_FI_DEV_RETIRED_PENDING,
-        )
-        if field_id in remapped:
-            return 0 if spec.remapped_rows else None
-        if field_id in retired:
-            return 0 if spec.retired_pages else None
+        if field_id in _POWER_FIELDS:
+            return self._power_field(gpu, field_id, scope, t)
+        readers: dict[int, Callable[[], tuple[int, int] | None]] = {
+            pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION: lambda: (
+                (_ULL, gpu.energy_at_start_millijoules + round(1000 * gpu.energy_joules(t)))
+                if spec.energy_counter
+                else None
+            ),
+            pynvml.NVML_FI_DEV_ECC_SBE_VOL_TOTAL: lambda: (
+                _ULL,
+                math.floor(spec.ecc_corrected_errors_per_hour * t / 3600),
+            ),
+            pynvml.NVML_FI_DEV_ECC_DBE_VOL_TOTAL: lambda: (_ULL, 0),
+            pynvml.NVML_FI_DEV_MEMORY_TEMP: lambda: (
+                (_UINT, round(gpu.temperature_celsius(t) + _HBM_OVER_DIE_CELSIUS))
+                if spec.memory_temperature
+                else None
+            ),
+            pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER: lambda: (_UINT, 0),
+        }
+        if field_id in readers:
+            return readers[field_id]()
+        if field_id in _NVLINK_ERROR_TOTALS:
+            return (_ULL, 0) if spec.nvlink_links else None
+        return self._memory_health_or_nvlink(gpu, field_id, scope, t)
+
+    def _power_field(self, gpu: _SimGpu, field_id: int, scope: int, t: float) -> tuple[int, int] | None:
+        """Power fields are scoped by power domain; only the GPU's is modelled. mW, unsigned int."""
+        if scope != pynvml.NVML_POWER_SCOPE_GPU:
+            return None
+        if field_id == pynvml.NVML_FI_DEV_POWER_AVERAGE and not gpu.spec.power_average_field:
+            return None
+        return _UINT, round(1000 * self._power_field_watts(gpu, field_id, t))
+
+    def _power_field_watts(self, gpu: _SimGpu, field_id: int, t: float) -> float:
+        spec = gpu.spec
+        if field_id in (pynvml.NVML_FI_DEV_POWER_AVERAGE, pynvml.NVML_FI_DEV_POWER_INSTANT):
+            return gpu.power_watts(t)
+        low, high = spec.limit_range_watts
+        if field_id == pynvml.NVML_FI_DEV_POWER_MIN_LIMIT:
+            return low
+        if field_id == pynvml.NVML_FI_DEV_POWER_MAX_LIMIT:
+            return high
+        if field_id in (pynvml.NVML_FI_DEV_POWER_CURRENT_LIMIT, pynvml.NVML_FI_DEV_POWER_REQUESTED_LIMIT):
+            return gpu.power.limit_watts  # what a capper set, as the limit calls answer
+        return spec.power_limit_watts  # the default
+
+    def _memory_health_or_nvlink(
+        self, gpu: _SimGpu, field_id: int, scope: int, t: float
+    ) -> tuple[int, int] | None:
+        spec = gpu.spec
+        if field_id in _REMAPPED_FIELDS:
+            return (_UINT, 0) if spec.remapped_rows else None
+        if field_id in _RETIRED_FIELDS:
+            return (_ULL, 0) if spec.retired_pages else None
         if field_id == pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT:
-            return spec.nvlink_links or None
-        throughput = (
-            pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX,
-            pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX,
-        )
-        if field_id in throughput and scope < spec.nvlink_links:
+            return (_UINT, spec.nvlink_links) if spec.nvlink_links else None
+        if field_id in _NVLINK_THROUGHPUT and scope < spec.nvlink_links:
             share = 1.0 if field_id == pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX else 0.9
-            load_seconds = gpu.load.integral(self._elapsed())
-            return round(
-                share * (1 - 0.01 * scope) * spec.nvlink_bytes_per_second_per_link * load_seconds / 1024
+            kib = (
+                share
+                * (1 - 0.01 * scope)
+                * spec.nvlink_bytes_per_second_per_link
+                * gpu.load.integral(t)
+                / 1024
             )
+            return _ULL, round(kib)
         return None

@@ -39,6 +39,11 @@ class SimGpuGroup(BaseModel):
     memory_total_bytes: int = Field(gt=0)
     power_limit_watts: float = Field(gt=0)
     idle_power_watts: float = Field(gt=0)
+    power_average_field: bool = Field(
+        True, description="Ampere (but GA100) and later average power over 1 s (field POWER_AVERAGE)"
+    )
+    memory_temperature: bool = Field(True, description="HBM boards report their memory's temperature")
+    gpm: bool = Field(True, description="Hopper and later: GPM profiling metrics (NOT_SUPPORTED before)")
     max_sm_clock_mhz: int = Field(gt=0)
     idle_sm_clock_mhz: int = Field(gt=0)
     memory_clock_mhz: int = Field(gt=0)

@@ -28,8 +28,9 @@ MAX_MESSAGE_BYTES = 16 * 2**20  # the kubelet's own limit for this API
 _REPLICA_SUFFIX = re.compile(r"::\d+$")  # time-sliced GPUs are advertised as GPU-<uuid>::<replica>
 
 
-def holders_from_response(response: api_pb2.ListPodResourcesResponse) -> dict[str, PodRef]:
-    """Device ID (GPU or MIG UUID, or index) -> holder, for NVIDIA resources only."""
+def sharers_from_response(response: api_pb2.ListPodResourcesResponse) -> dict[str, tuple[PodRef, ...]]:
+    """Device ID (GPU or MIG UUID, or index) -> every container holding it, sorted (several for a
+    time-sliced GPU), for NVIDIA resources only."""
     holders: dict[str, set[tuple[str, str, str]]] = {}
     for pod in response.pod_resources:
         for container in pod.containers:
@@ -39,11 +40,17 @@ def holders_from_response(response: api_pb2.ListPodResourcesResponse) -> dict[st
                 for device_id in devices.device_ids:
                     key = _REPLICA_SUFFIX.sub("", device_id)
                     holders.setdefault(key, set()).add((pod.namespace, pod.name, container.name))
-    return {device: _joined(sorted(refs)) for device, refs in holders.items()}
+    return {device: tuple(PodRef(*ref) for ref in sorted(refs)) for device, refs in holders.items()}
 
 
-def _joined(refs: list[tuple[str, str, str]]) -> PodRef:
-    return PodRef(*(",".join(parts) for parts in zip(*refs, strict=True)))
+def holders_from_response(response: api_pb2.ListPodResourcesResponse) -> dict[str, PodRef]:
+    """Device ID -> its holder; a shared device's holders joined with commas in each field."""
+    return {device: _joined(refs) for device, refs in sharers_from_response(response).items()}
+
+
+def _joined(refs: tuple[PodRef, ...]) -> PodRef:
+    fields = ((ref.namespace, ref.pod, ref.container) for ref in refs)
+    return PodRef(*(",".join(parts) for parts in zip(*fields, strict=True)))
 
 
 class PodResourcesRefresher:
@@ -53,6 +60,7 @@ class PodResourcesRefresher:
         self._socket_path = socket_path
         self._refresh_seconds = refresh_seconds
         self._holders: Mapping[str, PodRef] = MappingProxyType({})
+        self._sharers: Mapping[str, tuple[PodRef, ...]] = MappingProxyType({})
         self._channel: Any = None
         self._state: str | None = None  # "absent", "failing" or "on": logged only when it changes
         self._stop = threading.Event()
@@ -70,6 +78,10 @@ class PodResourcesRefresher:
     def holders(self) -> Mapping[str, PodRef]:
         return self._holders
 
+    def sharers(self) -> Mapping[str, tuple[PodRef, ...]]:
+        """Device ID -> each container holding it, for apportioning a shared GPU's energy."""
+        return self._sharers
+
     def refresh(self) -> bool:
         """One List call; True when the map was replaced. The last good map stays on failure."""
         if not self._socket_path.exists():
@@ -82,7 +94,9 @@ class PodResourcesRefresher:
             self._close_channel()
             self._set_state("failing", logging.WARNING, "pod-resources List failed", error=str(exc.code()))
             return False
-        self._holders = MappingProxyType(holders_from_response(response))
+        sharers = sharers_from_response(response)
+        self._holders = MappingProxyType({device: _joined(refs) for device, refs in sharers.items()})
+        self._sharers = MappingProxyType(sharers)
         self._set_state("on", logging.INFO, "pod attribution on", devices=len(self._holders))
         return True
 

@@ -64,6 +64,8 @@ def _headers(spec: MetricSpec) -> tuple[str, str]:
     """HELP/TYPE lines for text 0.0.4 and for OpenMetrics (which names counters without `_total`)."""
     help_text = _escape_help(spec.help)
     text = f"# HELP {spec.name} {help_text}\n# TYPE {spec.name} {spec.type}\n"
+    if spec.type is MetricType.COUNTER and not spec.name.endswith("_total"):  # a foreign name
+        return text, f"# HELP {spec.name} {help_text}\n# TYPE {spec.name} unknown\n"
     if spec.type is MetricType.COUNTER:
         family = spec.name.removesuffix("_total")
         return text, f"# HELP {family} {help_text}\n# TYPE {family} counter\n"

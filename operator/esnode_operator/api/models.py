@@ -163,6 +163,10 @@ class GpuOptions(CamelModel):
     pod_resources_socket: Annotated[str, StringConstraints(max_length=1024, pattern=r"^/\S+$")] = Field(
         DEFAULT_POD_RESOURCES_SOCKET, description="Path of the kubelet pod-resources socket on the node"
     )
+    dcgm_compat: bool = Field(
+        False,
+        description="Also serve dcgm-exporter's DCGM_FI_* metric names and labels, for its dashboards and alerts",
+    )
 
 
 class LabelSelectorRequirement(CamelModel):

@@ -20,6 +20,7 @@ _GPU_CONFIG_KEYS = {
     "mig": "enable_gpu_mig",
     "k8s_mode": "k8s_mode",
     "pod_resources_socket": "pod_resources_socket",
+    "dcgm_compat": "gpu_dcgm_compat",
 }
 
 
