@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"port of the operator's /metrics (default {DEFAULT_METRICS_PORT}; 0: off)",
     )
     run.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        help="address the operator's /metrics listens on (default 0.0.0.0: every interface)",
+    )
+    run.add_argument(
         "--agent-node-status-binding",
         metavar="NAME",
         default=DEFAULT_NODE_STATUS_BINDING,
@@ -90,7 +95,9 @@ def _run(args: argparse.Namespace) -> int:
         priority = random.randint(*_RANDOM_PRIORITY_RANGE)
     memo = kopf.Memo(
         options=handlers.OperatorOptions(
-            metrics_port=args.metrics_port, node_status_binding=args.agent_node_status_binding
+            metrics_port=args.metrics_port,
+            metrics_address=args.metrics_address,
+            node_status_binding=args.agent_node_status_binding,
         )
     )
     kopf.run(

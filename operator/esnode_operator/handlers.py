@@ -48,6 +48,7 @@ class OperatorOptions:
     """What the command line decides beyond kopf's own options; put in the memo by cli.main."""
 
     metrics_port: int = DEFAULT_METRICS_PORT  # 0: no metrics endpoint
+    metrics_address: str = "0.0.0.0"
     node_status_binding: str = DEFAULT_NODE_STATUS_BINDING
 
 
@@ -77,8 +78,11 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         kube, metrics, node_status=NodeStatusAccess(kube, options.node_status_binding)
     )
     if options.metrics_port:
-        memo["metrics_server"], _thread = metrics.serve(options.metrics_port)
-        log.info("serving operator metrics", extra={"port": options.metrics_port})
+        memo["metrics_server"], _thread = metrics.serve(options.metrics_port, options.metrics_address)
+        log.info(
+            "serving operator metrics",
+            extra={"address": options.metrics_address, "port": options.metrics_port},
+        )
 
 
 @kopf.on.cleanup()

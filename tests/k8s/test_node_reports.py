@@ -25,6 +25,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kwok_pod_processes import token_kubeconfig
 from test_operator import Cluster, _rbac_for, free_port, operator_running
 
 pytestmark = pytest.mark.k8s
@@ -74,7 +75,7 @@ def cluster(installed: Env, namespace: str, tmp_path: Path) -> Iterator[Cluster]
     documents = _rbac_for(namespace)
     installed.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
     kubeconfig = token_kubeconfig(
-        installed,
+        installed.kubeconfig,
         installed.kubectl("create", "token", "esnode-operator", "-n", namespace, "--duration=1h").stdout,
         tmp_path / "operator.kubeconfig",
     )
@@ -90,24 +91,6 @@ def cluster(installed: Env, namespace: str, tmp_path: Path) -> Iterator[Cluster]
             if d["kind"].startswith("Cluster")
         ]
         installed.kubectl("delete", "--ignore-not-found", *cluster_scoped, check=False)
-
-
-def token_kubeconfig(env: Env, token: str, path: Path) -> Path:
-    admin = yaml.safe_load(env.kubeconfig.read_text())
-    cluster = admin["clusters"][0]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster],
-                "users": [{"name": "sa", "user": {"token": token.strip()}}],
-                "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "sa"}}],
-                "current-context": "sa",
-            }
-        )
-    )
-    return path
 
 
 def apply_fleet(cluster: Cluster, name: str, **spec: Any) -> dict[str, Any]:
@@ -132,7 +115,7 @@ def pod_token(cluster: Cluster, fleet: str, pod: str, path: Path) -> Path:
         "create", "token", f"esnode-{fleet}", "-n", cluster.namespace,
         "--bound-object-kind", "Pod", "--bound-object-name", pod, "--duration=1h",
     ).stdout  # fmt: skip
-    return token_kubeconfig(cluster.env, token, path)
+    return token_kubeconfig(cluster.env.kubeconfig, token, path)
 
 
 def as_identity(
@@ -392,7 +375,7 @@ def test_an_agent_may_write_only_its_own_node(cluster: Cluster, tmp_path: Path) 
 
     # A token bound to no pod names no node: such a token writes nothing.
     unbound = token_kubeconfig(
-        cluster.env,
+        cluster.env.kubeconfig,
         cluster.env.kubectl("create", "token", "esnode-own", "-n", cluster.namespace).stdout,
         tmp_path / "unbound.kubeconfig",
     )

@@ -1,0 +1,325 @@
+"""Real processes behind kwok's fake pods: the esnode agents and operator a cluster would run.
+
+kwok marks pods Running without running anything. This runner watches the pods of the agent
+DaemonSets and of the chart's operator Deployment and, for each one on a kwok node, starts the
+container's console script (the image's entrypoint) as the kubelet would: the pod's args and env
+(fieldRefs resolved), its ConfigMap volumes written out as files, hostPath volumes mapped to
+this machine (the kubelet's directory to the node's own, with its pod-resources server), and a
+token of its ServiceAccount bound to the pod. What a pod's own network namespace would give, a
+process here gets by address: it listens on the pod's IP (loopback, see scripts/testenv) instead
+of 0.0.0.0. The process stops when the pod goes. The Services' EndpointSlices are
+written here too (loopback_endpointslices.py: the apiserver refuses loopback endpoint IPs). Each kwok node also gets a kubelet
+pod-resources gRPC server that assigns GPUs to the pods on it that request nvidia.com/gpu.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import child_process
+import grpc  # type: ignore[import-untyped]
+import yaml
+from kubernetes import client
+from loopback_endpointslices import LoopbackEndpointSlices
+from loopback_guard import require_loopback
+
+from esnode_agent.gpu.sim_backend import FakeNvml
+from esnode_agent.gpu.sim_profile import load_profile
+from esnode_agent.podresources import api_pb2, api_pb2_grpc
+
+BIN = Path(sys.executable).parent
+# image repository basename -> its ENTRYPOINT (Dockerfile.agent, Dockerfile.operator)
+ENTRYPOINTS = {"esnode-agent": BIN / "esnode-agent", "esnode-operator": BIN / "esnode-operator"}
+SELECTORS = ("app.kubernetes.io/name=esnode-agent", "app.kubernetes.io/component=operator")
+KUBELET_DIR = "/var/lib/kubelet"
+GPU_RESOURCE = "nvidia.com/gpu"
+TOKEN_AUDIENCE = "https://kubernetes.default.svc.cluster.local"  # scripts/testenv's issuer
+POLL_SECONDS = 0.5
+
+
+def token_kubeconfig(admin_kubeconfig: Path, token: str, path: Path) -> Path:
+    """A kubeconfig for the admin's cluster that authenticates with `token`."""
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    cluster = admin["clusters"][0]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": "sa", "user": {"token": token.strip()}}],
+                "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "sa"}}],
+                "current-context": "sa",
+            }
+        )
+    )
+    return path
+
+
+def sim_gpu_uuids(profile: str) -> list[str]:
+    nvml = FakeNvml(load_profile(profile))
+    nvml.nvmlInit()
+    return [
+        nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)) for i in range(nvml.nvmlDeviceGetCount())
+    ]
+
+
+class NodeKubelet(api_pb2_grpc.PodResourcesListerServicer):  # type: ignore[misc]
+    """A node's kubelet pod-resources List: its pods' GPU requests, given GPUs in pod order."""
+
+    def __init__(self, gpu_uuids: list[str]) -> None:
+        self.gpu_uuids = gpu_uuids
+        self.pods: list[api_pb2.PodResources] = []
+
+    def assign(self, pods: list[Any]) -> None:
+        free = iter(self.gpu_uuids)
+        assigned = []
+        for pod in sorted(pods, key=lambda p: (p.metadata.namespace, p.metadata.name)):
+            containers = []
+            for container in pod.spec.containers:
+                wanted = int(
+                    ((container.resources and container.resources.limits) or {}).get(GPU_RESOURCE, 0)
+                )
+                ids = [uuid for _, uuid in zip(range(wanted), free, strict=False)]
+                if ids:
+                    devices = [api_pb2.ContainerDevices(resource_name=GPU_RESOURCE, device_ids=ids)]
+                    containers.append(api_pb2.ContainerResources(name=container.name, devices=devices))
+            if containers:
+                assigned.append(
+                    api_pb2.PodResources(
+                        name=pod.metadata.name, namespace=pod.metadata.namespace, containers=containers
+                    )
+                )
+        self.pods = assigned
+
+    def List(  # noqa: N802 (the RPC's name)
+        self, request: api_pb2.ListPodResourcesRequest, context: Any
+    ) -> api_pb2.ListPodResourcesResponse:
+        return api_pb2.ListPodResourcesResponse(pod_resources=self.pods)
+
+
+@dataclass
+class Node:
+    name: str
+    kubelet_dir: Path
+    kubelet: NodeKubelet
+    server: Any
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[bytes]
+    pod: str
+    node: str
+    address: str
+    log: Path = field(default_factory=Path)
+
+
+class KwokPodProcesses:
+    """Runs and stops processes for the esnode pods on kwok nodes until stop()."""
+
+    def __init__(self, api_client: Any, admin_kubeconfig: Path, workdir: Path, gpu_profile: str = "h100x8"):
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.admin_kubeconfig = admin_kubeconfig
+        self.workdir = workdir
+        self.gpu_uuids = sim_gpu_uuids(gpu_profile)
+        self.nodes: dict[str, Node] = {}
+        self.running: dict[str, Running] = {}  # pod uid -> its process
+        self.errors: list[str] = []
+        self.endpoint_slices = LoopbackEndpointSlices(api_client)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        require_loopback(self.api_client)  # the pod IPs processes will listen on
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.sync()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        for uid in list(self.running):
+            self._end(uid)
+        for node in self.nodes.values():
+            node.server.stop(grace=None)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            try:
+                self.sync()
+            except Exception as exc:  # keep running; the tests read errors
+                self.errors.append(repr(exc))
+
+    # ------------------------------------------------------------------ one round
+
+    def sync(self) -> None:
+        kwok_nodes = {
+            n.metadata.name
+            for n in self.core.list_node().items
+            if (n.metadata.annotations or {}).get("kwok.x-k8s.io/node") == "fake"
+        }
+        pods = self.core.list_pod_for_all_namespaces().items
+        for name in kwok_nodes:
+            self._node(name).kubelet.assign(
+                [p for p in pods if p.spec.node_name == name and p.status.phase == "Running"]
+            )
+        wanted = {}
+        for selector in SELECTORS:
+            key, value = selector.split("=")
+            for pod in pods:
+                if (pod.metadata.labels or {}).get(key) != value or pod.spec.node_name not in kwok_nodes:
+                    continue
+                if (
+                    pod.metadata.deletion_timestamp is None
+                    and pod.status.phase == "Running"
+                    and pod.status.pod_ip
+                ):
+                    wanted[pod.metadata.uid] = pod
+        for uid in set(self.running) - set(wanted):
+            self._end(uid)
+        self.endpoint_slices.sync(pods)
+        for uid, pod in wanted.items():
+            if uid in self.running and self.running[uid].process.poll() is not None:
+                self.errors.append(f"{self.running[uid].pod} exited {self.running[uid].process.returncode}")
+                self._end(uid)  # restarted below, as the kubelet would
+            if uid not in self.running:
+                self.running[uid] = self._launch(pod)
+
+    def _node(self, name: str) -> Node:
+        if name not in self.nodes:
+            kubelet_dir = self.workdir / "nodes" / name / "kubelet"
+            (kubelet_dir / "pod-resources").mkdir(parents=True, exist_ok=True)
+            kubelet = NodeKubelet(self.gpu_uuids)
+            server = grpc.server(ThreadPoolExecutor(max_workers=2))
+            api_pb2_grpc.add_PodResourcesListerServicer_to_server(kubelet, server)
+            server.add_insecure_port(f"unix://{kubelet_dir / 'pod-resources' / 'kubelet.sock'}")
+            server.start()
+            self.nodes[name] = Node(name, kubelet_dir, kubelet, server)
+        return self.nodes[name]
+
+    def _end(self, uid: str) -> None:
+        child_process.stop(self.running.pop(uid).process)
+
+    # ------------------------------------------------------------------ one pod
+
+    def _launch(self, pod: Any) -> Running:
+        name = f"{pod.metadata.namespace}_{pod.metadata.name}"
+        root = self.workdir / "pods" / name
+        root.mkdir(parents=True, exist_ok=True)
+        (container,) = pod.spec.containers
+        mounts = self._mounts(pod, container, root)
+        env = {
+            "PATH": f"{BIN}:/usr/bin:/bin",
+            "HOME": str(root),
+            "KUBECONFIG": str(self._token(pod, root)),
+            **{k: _translate(v, mounts) for k, v in _env(pod, container).items()},
+        }
+        args = [str(ENTRYPOINTS[_image_name(container.image)]), *(container.args or [])]
+        ip = pod.status.pod_ip
+        if _image_name(container.image) == "esnode-agent":
+            env["ESNODE_KUBECONFIG"] = env["KUBECONFIG"]
+            env.update(_agent_overrides(Path(env["ESNODE_CONFIG"]), mounts, ip))
+        else:
+            args = [a.replace("0.0.0.0", ip) for a in args] + [f"--metrics-address={ip}"]
+        log = root / "process.log"
+        process = child_process.start(args, log, env=env, cwd=root)
+        return Running(process, name, pod.spec.node_name, ip, log)
+
+    def _mounts(self, pod: Any, container: Any, root: Path) -> dict[str, str]:
+        """Container mount path -> where it is on this machine."""
+        volumes = {v.name: v for v in pod.spec.volumes or []}
+        node = self._node(pod.spec.node_name)
+        mounts: dict[str, str] = {}
+        for mount in container.volume_mounts or []:
+            volume = volumes.get(mount.name)
+            if volume is None:
+                continue
+            if volume.config_map is not None:
+                target = root / "volumes" / mount.name
+                target.mkdir(parents=True, exist_ok=True)
+                configmap = self.core.read_namespaced_config_map(
+                    volume.config_map.name, pod.metadata.namespace
+                )
+                for file, text in (configmap.data or {}).items():
+                    (target / file).write_text(text)
+                mounts[mount.mount_path] = str(target)
+            elif volume.host_path is not None:
+                host = volume.host_path.path
+                if host.startswith(KUBELET_DIR):
+                    host = str(node.kubelet_dir) + host.removeprefix(KUBELET_DIR)
+                mounts[mount.mount_path] = host
+        return mounts
+
+    def _token(self, pod: Any, root: Path) -> Path:
+        """A token of the pod's ServiceAccount bound to the pod, as the kubelet projects it."""
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(
+                audiences=[TOKEN_AUDIENCE],
+                expiration_seconds=3600,
+                bound_object_ref=client.V1BoundObjectReference(
+                    api_version="v1", kind="Pod", name=pod.metadata.name, uid=pod.metadata.uid
+                ),
+            )
+        )
+        token = self.core.create_namespaced_service_account_token(
+            pod.spec.service_account_name, pod.metadata.namespace, request
+        ).status.token
+        return token_kubeconfig(self.admin_kubeconfig, token, root / "kubeconfig")
+
+    def addresses(self) -> dict[str, str]:
+        """Pod (namespace_name) -> the address its process listens on."""
+        return {r.pod: r.address for r in self.running.values()}
+
+
+def _image_name(image: str) -> str:
+    return image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
+
+
+def _env(pod: Any, container: Any) -> dict[str, str]:
+    fields = {
+        "spec.nodeName": pod.spec.node_name,
+        "metadata.name": pod.metadata.name,
+        "metadata.namespace": pod.metadata.namespace,
+        "status.podIP": pod.status.pod_ip,
+        "status.hostIP": pod.status.host_ip,
+        "spec.serviceAccountName": pod.spec.service_account_name,
+    }
+    env = {}
+    for var in container.env or []:
+        if var.value is not None:
+            env[var.name] = var.value
+        elif var.value_from is not None and var.value_from.field_ref is not None:
+            env[var.name] = fields[var.value_from.field_ref.field_path]
+    return env
+
+
+def _translate(value: str, mounts: dict[str, str]) -> str:
+    """A container path as the same file on this machine (the longest mount that holds it)."""
+    for mount_path in sorted(mounts, key=len, reverse=True):
+        if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+            return mounts[mount_path] + value[len(mount_path.rstrip("/")) :]
+    return value
+
+
+def _agent_overrides(config_file: Path, mounts: dict[str, str], ip: str) -> dict[str, str]:
+    """Env (it beats the config file) for the config's container paths and its 0.0.0.0 listener."""
+    config = tomllib.loads(config_file.read_text())
+    overrides = {}
+    for key, value in config.items():
+        if not isinstance(value, str):
+            continue
+        if key == "listen_address" and value.startswith("0.0.0.0:"):
+            overrides[f"ESNODE_{key.upper()}"] = f"{ip}:{value.rsplit(':', 1)[1]}"
+        elif value.startswith("/") and _translate(value, mounts) != value:
+            overrides[f"ESNODE_{key.upper()}"] = _translate(value, mounts)
+    return overrides
