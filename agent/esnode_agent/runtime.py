@@ -19,7 +19,7 @@ from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError
 from esnode_agent.cycle.loop import CollectionLoop
 from esnode_agent.cycle.snapshot import Snapshot
-from esnode_agent.report.wiring import build_reporter
+from esnode_agent.report.wiring import build_reporter, kube_auth_guard
 from esnode_agent.serve.app import create_app
 from esnode_agent.serve.publication import Latest
 from esnode_agent.serve.web_config import WebConfigWatcher
@@ -109,6 +109,8 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
         return not loop_task.done() and on_time
 
     app: ASGIApp = create_app(latest, loop_alive, config.telemetry_path, config.max_event_clients)
+    if config.metrics_auth == "kubernetes":
+        app = kube_auth_guard(app, config)
     if web is not None:
         app = WebGuard(app, web)
     server_config = uvicorn.Config(

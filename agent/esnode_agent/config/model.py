@@ -131,6 +131,14 @@ class AgentConfig(BaseModel):
     max_event_clients: int = Field(
         64, ge=1, le=10000, description="Concurrent /events (Server-Sent Events) clients; more get 503"
     )
+    # Kubernetes-native protection (serve/kube_auth.py): bearer tokens checked with TokenReview and
+    # SubjectAccessReview (get on the request path), as kube-rbac-proxy does.
+    metrics_auth: Literal["none", "kubernetes"] = Field(
+        "none", description="kubernetes: every endpoint needs a bearer token allowed `get` on its path"
+    )
+    metrics_auth_cache_seconds: float = Field(
+        60.0, gt=0, le=3600, description="How long a token's review decision is reused"
+    )
     telemetry_path: str = Field(
         "/metrics", pattern=r"^/[^?#\s]*$", description="Path of the Prometheus exposition (node_exporter's)"
     )

@@ -13,6 +13,7 @@ from esnode_agent.report.reporter import Reporter, ReportTarget
 
 if TYPE_CHECKING:
     from kubernetes import client
+    from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +66,13 @@ def build_reporter(config: AgentConfig) -> Reporter | None:
     )
     log.info("node report on", extra={"node": node_name, "fleet": config.fleet, "namespace": namespace})
     return Reporter(writer, policy, ReportTarget(node_name, config.fleet, config.node_condition))
+
+
+def kube_auth_guard(app: ASGIApp, config: AgentConfig) -> ASGIApp:
+    """metrics_auth = kubernetes: the app behind TokenReview/SubjectAccessReview (serve/kube_auth.py)."""
+    from esnode_agent.serve.kube_auth import DecisionCache, KubeAuthGuard, KubeReviewer  # noqa: PLC0415
+
+    log.info("kubernetes authentication and authorisation on every endpoint")
+    return KubeAuthGuard(
+        app, KubeReviewer(_api_client(config)), DecisionCache(config.metrics_auth_cache_seconds)
+    )
