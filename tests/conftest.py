@@ -1,4 +1,4 @@
-"""Shared fixtures: where the project and the shared contract live."""
+"""Shared fixtures: where the project and its metrics contract live."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """../shared beside the checkout: the seeds and the metrics contract (CI lays a copy there)."""
-    path = REPO_ROOT.parent / "shared"
-    assert (path / "metrics-contract.md").is_file(), f"{path} must hold the metrics contract"
-    return path
+def metrics_contract() -> Path:
+    """The project's metrics contract: what users' dashboards, alerts and queries depend on."""
+    return REPO_ROOT / "docs" / "metrics-contract.md"

@@ -1,4 +1,4 @@
-"""End-to-end fixtures: the metric names users' dashboards depend on, from the shared contract."""
+"""End-to-end fixtures: the metric names users' dashboards depend on, from the project's metrics contract."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _expand(name: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def seed_names(shared_dir: Path) -> set[str]:
-    names = contract_seed_names(shared_dir / "metrics-contract.md")
+def seed_names(metrics_contract: Path) -> set[str]:
+    names = contract_seed_names(metrics_contract)
     assert "esnode_node_power_envelope_exceeded" in names  # the contract was found and read
     return names

@@ -73,8 +73,8 @@ def families() -> dict[str, MetricSpec]:
 
 
 @pytest.fixture(scope="module")
-def contract(shared_dir: Path) -> list[ContractRow]:
-    rows = contract_rows((shared_dir / "metrics-contract.md").read_text())
+def contract(metrics_contract: Path) -> list[ContractRow]:
+    rows = contract_rows(metrics_contract.read_text())
     assert len(rows) > 50  # the tables were found and read
     return rows
 

@@ -119,9 +119,9 @@ def test_no_counter_function_is_applied_to_a_watts_gauge() -> None:
     assert [expr for expr in exprs if COUNTER_FUNCTION_ON_WATTS.search(expr)] == []
 
 
-def test_rules_use_only_metrics_esnode_exports(shared_dir: Path) -> None:
+def test_rules_use_only_metrics_esnode_exports(metrics_contract: Path) -> None:
     known = (
-        contract_metric_names(shared_dir / "metrics-contract.md")
+        contract_metric_names(metrics_contract)
         | EFFICIENCY_METRICS
         | operator_metric_names()
         | {spec.name for spec in metric_families()}  # the agent's own catalog (docs/metrics.md)
