@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from types import FrameType
 
 import uvicorn
@@ -15,6 +16,7 @@ from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError
 from esnode_agent.cycle.loop import CollectionLoop
 from esnode_agent.cycle.snapshot import Snapshot
+from esnode_agent.history.writer import build_history_writer
 from esnode_agent.report.wiring import build_reporter
 from esnode_agent.serve.app import create_app
 from esnode_agent.serve.publication import Latest
@@ -32,11 +34,19 @@ class _QuietServer(uvicorn.Server):
 
     _exiting: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+    # Run after connections close and before uvicorn re-raises the signal that stopped it
+    # (which ends the process): what must reach disk on shutdown goes here.
+    on_shutdown: list[Callable[[], Awaitable[None]]]
 
     async def main_loop(self) -> None:
         self._loop, self._exiting = asyncio.get_running_loop(), asyncio.Event()
         if not self.should_exit:
             await self._exiting.wait()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        for step in getattr(self, "on_shutdown", ()):
+            await step()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)  # runs in the signal handler: only the thread-safe call below
@@ -66,11 +76,14 @@ def bind_listener(config: AgentConfig) -> socket.socket:
 async def serve(config: AgentConfig, sock: socket.socket) -> None:
     latest = Latest()
     reporter = build_reporter(config)
+    history = build_history_writer(config)
 
     async def on_snapshot(snapshot: Snapshot) -> None:
         await latest.publish(snapshot)
         if reporter is not None:
             reporter.offer(snapshot)
+        if history is not None:
+            history.offer(snapshot)
 
     loop = CollectionLoop(
         build_collectors(config),
@@ -92,7 +105,11 @@ async def serve(config: AgentConfig, sock: socket.socket) -> None:
 
     server = _QuietServer(
         uvicorn.Config(
-            create_app(latest, loop_alive),
+            create_app(
+                latest,
+                loop_alive,
+                (history.path, config.local_tsdb_retention_hours * 3600) if history is not None else None,
+            ),
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -108,6 +125,9 @@ async def serve(config: AgentConfig, sock: socket.socket) -> None:
             "interval_seconds": config.scrape_interval_seconds,
         },
     )
+    if history is not None:
+        history.start()
+        server.on_shutdown = [lambda: asyncio.to_thread(history.stop)]  # flush on shutdown
     try:
         await server.serve(sockets=[sock])
     finally:

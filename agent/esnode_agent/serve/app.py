@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
+from pathlib import Path
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from esnode_agent import __version__
 from esnode_agent.serve.exposition import Payload
+from esnode_agent.serve.history_route import export_route
 from esnode_agent.serve.publication import Latest
 from esnode_agent.serve.status_view import status_view
 
@@ -68,8 +70,11 @@ def _accepts_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "")
 
 
-def create_app(latest: Latest, loop_alive: Callable[[], bool]) -> Starlette:
-    """``loop_alive`` says whether the collection loop is still cycling on time."""
+def create_app(
+    latest: Latest, loop_alive: Callable[[], bool], history: tuple[Path, float] | None = None
+) -> Starlette:
+    """``loop_alive`` says whether the collection loop is still cycling on time; ``history``,
+    the local history's database and retention in seconds when it is on."""
 
     async def metrics(request: Request) -> Response:
         publication = latest.current
@@ -122,5 +127,7 @@ def create_app(latest: Latest, loop_alive: Callable[[], bool]) -> Starlette:
             Route("/status", status),
             Route("/v1/status", status),
             Route("/events", events),
+            # Local history (standalone use): only when enable_local_tsdb is on.
+            *([export_route(*history)] if history is not None else []),
         ],
     )
