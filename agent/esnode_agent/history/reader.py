@@ -11,7 +11,7 @@ from pathlib import Path
 
 from esnode_agent.cycle.samples import MetricSpec, MetricType
 from esnode_agent.history.chunk import decode
-from esnode_agent.history.store import connect
+from esnode_agent.history.store import HistoryFormatError, check_format, connect
 
 DEFAULT_METRICS = ("esnode_*",)
 
@@ -40,7 +40,13 @@ class Query:
 def open_reader(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise HistoryUnavailableError(f"no history database at {path}")
-    return connect(path)
+    db = connect(path)
+    try:
+        check_format(db, path)
+    except HistoryFormatError as exc:
+        db.close()
+        raise HistoryUnavailableError(str(exc)) from None
+    return db
 
 
 def read(db: sqlite3.Connection, query: Query) -> Iterator[SeriesSamples]:

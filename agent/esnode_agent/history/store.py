@@ -19,6 +19,7 @@ from esnode_agent.cycle.samples import MetricSpec, Sample
 from esnode_agent.history.chunk import ChunkWriter
 
 DATABASE_NAME = "history.sqlite3"
+FORMAT_VERSION = 1  # PRAGMA user_version: the chunk encoding of history/chunk.py
 CHUNK_SAMPLES = 360  # 30 min at the default interval; SQLite's per-row cost is ~0.1 B/sample then
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -58,6 +59,18 @@ def connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
+class HistoryFormatError(Exception):
+    """The database was written in an encoding this agent does not read."""
+
+
+def check_format(db: sqlite3.Connection, path: Path, fresh_ok: bool = False) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0 and fresh_ok:
+        db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+    elif version != FORMAT_VERSION:
+        raise HistoryFormatError(f"{path}: history format {version}, this agent reads {FORMAT_VERSION}")
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     retention_seconds: float
@@ -84,6 +97,7 @@ class HistoryStore:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.executescript(_SCHEMA)
+        check_format(self._db, path, fresh_ok=True)
         self._heads: dict[tuple[str, tuple[str, ...]], _Head] = {}
         self._sealed: list[tuple[int, ChunkWriter]] = []
         self._scale_hints: dict[int, int] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError
 from esnode_agent.cycle.snapshot import Snapshot
-from esnode_agent.history.store import HistoryStore, Limits, database_file
+from esnode_agent.history.store import HistoryFormatError, HistoryStore, Limits, database_file
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,6 @@ def build_history_writer(config: AgentConfig) -> HistoryWriter | None:
     path = database_file(config.local_tsdb_path)
     try:
         store = HistoryStore(path, limits)
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, HistoryFormatError) as exc:
         raise ConfigError(f"local_tsdb_path={path.parent}: {exc}") from None
     return HistoryWriter(store, config.local_tsdb_flush_seconds)

@@ -28,7 +28,7 @@ class TopApp(App[None]):
         Binding("g", "show('gpus')", "GPUs"),
         Binding("p", "show('power')", "Power"),
         Binding("h", "show('health')", "Health"),
-        Binding("tab", "next_panel", "Next"),
+        Binding("tab", "next_panel", "Next", priority=True),  # before focus moves
         Binding("q", "quit", "Quit"),
     ]
     CSS = "#envelope, #summary { height: 1; } #panel { height: 1fr; }"
@@ -39,6 +39,7 @@ class TopApp(App[None]):
         self.panel_name = PANELS[0]
         self.view: dict[str, Any] = {}
         self.trends = Trends()
+        self.snapshots_seen = 0
         self._interval_hint_seconds = interval_hint_seconds
         self.status_text = f"connecting to {self.base_url} ..."
 
@@ -98,6 +99,7 @@ class TopApp(App[None]):
 
     def _on_view(self, view: dict[str, Any]) -> None:
         self.view = view
+        self.snapshots_seen += 1
         self.trends.add_snapshot(view)
         self._refresh()
 

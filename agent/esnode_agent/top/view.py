@@ -103,9 +103,10 @@ def health_panel(view: dict[str, Any]) -> str:
         "Collectors:",
     ]
     for name, health in sorted(view.get("collectors", {}).items()):
-        state = "OK" if health.get("success") else "FAILED"
-        error = f"  {health['error']}" if health.get("error") else ""
-        lines.append(f"  {name:<14}{state:<7}{health.get('duration_seconds', 0) * 1000:7.1f} ms{error}"[:80])
+        error = health.get("error") or ""
+        state = "OK" if health.get("success") else "NO DATA" if error.startswith("no data") else "FAILED"
+        error = f"  {error.removeprefix('no data: ')}" if error else ""
+        lines.append(f"  {name:<14}{state:<8}{health.get('duration_seconds', 0) * 1000:7.1f} ms{error}"[:80])
     return "\n".join(lines)
 
 
@@ -118,7 +119,11 @@ def panel(name: str, view: dict[str, Any], trends: Trends) -> str:
 
 
 def summary_line(view: dict[str, Any]) -> str:
-    failed = sum(1 for h in view.get("collectors", {}).values() if not h.get("success"))
+    failed = sum(
+        1
+        for h in view.get("collectors", {}).values()
+        if not h.get("success") and not (h.get("error") or "").startswith("no data")
+    )
     flags = sum(1 for on in view.get("degradation", {}).get("flags", {}).values() if on)
     return (
         f"cycle {view.get('sequence', '-')} | {len(view.get('gpus', []))} GPUs | "
