@@ -75,6 +75,16 @@ def test_a_chunk_gives_back_every_timestamp_and_value(values: list[float]) -> No
     assert [repr(d[1]) for d in decoded] == [repr(v) for v in values]
 
 
+@pytest.mark.parametrize("second_order", [False, True], ids=["gauge", "counter"])
+def test_runs_of_unchanged_values_and_steady_rates_round_trip_in_a_few_bytes(second_order: bool) -> None:
+    values = [7.0] * 50 + [7.5, 8.0, 8.5, 9.0] * 10 + [9.0] * 50 + [1e9]
+    chunk = ChunkWriter.for_value(values[0], 1, second_order)
+    for index, value in enumerate(values):
+        chunk.append(1_000 * index, value)
+    assert list(decode(chunk.header(), chunk.body())) == [(1_000 * i, v) for i, v in enumerate(values)]
+    assert len(chunk.body()) < len(values) * 2  # one byte per timestamp, runs for the rest
+
+
 def test_a_value_finer_than_the_chunk_starts_a_new_chunk_and_loses_nothing(tmp_path: Path) -> None:
     store = _store(tmp_path)
     spec = gauge("esnode_x", "x.")
@@ -125,6 +135,19 @@ def test_series_gone_from_the_node_leave_memory_once_on_disk(tmp_path: Path) -> 
     assert store.series_in_memory == 3  # one GPU's power and energy, and the load average
     with open_reader(store.path) as db:
         assert len(_all(db)[("esnode_gpu_power_watts", ("7",))]) == 5
+
+
+def test_a_restarted_agent_keeps_what_the_earlier_run_wrote(tmp_path: Path) -> None:
+    first = _store(tmp_path)
+    _record(first, range(10))
+    first.flush(T0 + 10)
+    first.close()
+    second = _store(tmp_path)
+    _record(second, range(10, 20))
+    second.flush(T0 + 20)
+    with open_reader(second.path) as db:
+        stamps = [ms / 1000 - T0 for ms, _ in _all(db)[("esnode_gpu_power_watts", ("1",))]]
+    assert stamps == list(range(20))
 
 
 CRASHING_WRITER = textwrap.dedent(

@@ -3,8 +3,8 @@
 Timestamps are milliseconds as delta-of-delta zigzag varints: cycles are evenly spaced, so
 most take one byte. Values are decimal where they are decimal, as device APIs report them
 (NVML's milliwatts, psutil's centiseconds): a chunk picks one power of ten ``scale`` at which
-every value is an exact integer and stores the deltas of those integers as zigzag varints, so
-an unchanged value takes one byte. A value with no such form (NaN, 0.1 + 0.2) is stored as its
+every value is an exact integer and stores the deltas of those integers (for counters, the deltas
+of the deltas) as zigzag varints, so an unchanged value or a steady rate takes one byte. A value with no such form (NaN, 0.1 + 0.2) is stored as its
 raw eight bytes in a chunk of its own kind. Measured on the sim:h100x8 default metric set this
 is measured in bench/history.py.
 """
@@ -46,8 +46,17 @@ def _put_varint(out: bytearray, number: int) -> None:
     out.append(number)
 
 
+def _zigzag(number: int) -> int:
+    return (number << 1) if number >= 0 else ((-number) << 1) - 1
+
+
+def _put_run(out: bytearray, zeros: int) -> None:
+    if zeros:
+        _put_varint(out, (zeros << 1) | 1)
+
+
 def _put_signed(out: bytearray, number: int) -> None:
-    _put_varint(out, (number << 1) if number >= 0 else ((-number) << 1) - 1)
+    _put_varint(out, _zigzag(number))
 
 
 @dataclass(slots=True)
@@ -60,6 +69,7 @@ class ChunkWriter:
 
     kind: int
     scale: int
+    second_order: bool = False  # counters: store the change of the increase, steady rates cost ~1 byte
     start_ms: int = -1
     end_ms: int = -1
     count: int = 0
@@ -67,13 +77,15 @@ class ChunkWriter:
     _values: bytearray = field(default_factory=bytearray)
     _delta_ms: int = 0
     _mantissa: int = 0
+    _step: int = 0
+    _zeros: int = 0  # unchanged values not yet written: a run token holds them
 
     @classmethod
-    def for_value(cls, value: float, scale_hint: int) -> ChunkWriter:
+    def for_value(cls, value: float, scale_hint: int, second_order: bool = False) -> ChunkWriter:
         scale = decimal_scale(value, scale_hint)
         if scale is None:
             scale = decimal_scale(value)
-        return cls(KIND_RAW, 0) if scale is None else cls(KIND_DECIMAL, scale)
+        return cls(KIND_RAW, 0) if scale is None else cls(KIND_DECIMAL, scale, second_order)
 
     def accepts(self, value: float) -> bool:
         if self.kind == KIND_RAW:
@@ -94,17 +106,30 @@ class ChunkWriter:
             self._values += _RAW.pack(value)
             return
         mantissa = round(value * _POWERS[self.scale])
-        _put_signed(self._values, mantissa - self._mantissa)
-        self._mantissa = mantissa
+        if self.count == 1:
+            _put_varint(self._values, _zigzag(mantissa) << 1)
+            self._mantissa = mantissa
+            return
+        step = mantissa - self._mantissa
+        change = step - self._step if self.second_order else step
+        self._mantissa, self._step = mantissa, step
+        if change == 0:
+            self._zeros += 1  # a constant (or a steady rate) costs a byte per run, not per sample
+            return
+        _put_run(self._values, self._zeros)
+        self._zeros = 0
+        _put_varint(self._values, _zigzag(change) << 1)
 
     def header(self) -> int:
-        """Kind and scale in one small integer, stored beside the body."""
-        return self.kind | (self.scale << 1)
+        """Kind, order and scale in one small integer, stored beside the body."""
+        return self.kind | (self.second_order << 1) | (self.scale << 2)
 
     def body(self) -> bytes:
         head = bytearray()
         _put_varint(head, len(self._times))
-        return bytes(head + self._times + self._values)
+        tail = bytearray()
+        _put_run(tail, self._zeros)
+        return bytes(head + self._times + self._values + tail)
 
 
 def _varints(data: bytes, position: int, end: int) -> Iterator[int]:
@@ -125,7 +150,7 @@ def _unzigzag(number: int) -> int:
 
 def decode(header: int, body: bytes) -> Iterator[tuple[int, float]]:
     """(timestamp_ms, value) of every sample in a chunk, oldest first."""
-    kind, scale = header & 1, header >> 1
+    kind, second_order, scale = header & 1, header & 2, header >> 2
     times_length = next(_varints(body, 0, len(body)))
     times_start = _varint_size(times_length)
     times_end = times_start + times_length
@@ -139,11 +164,28 @@ def decode(header: int, body: bytes) -> Iterator[tuple[int, float]]:
     if kind == KIND_RAW:
         values = [v for (v,) in _RAW.iter_unpack(body[times_end:])]
     else:
-        divisor, mantissa, values = _POWERS[scale], 0, []
-        for number in _varints(body, times_end, len(body)):
-            mantissa += _unzigzag(number)
-            values.append(mantissa / divisor)
+        values = _decimal_values(_varints(body, times_end, len(body)), _POWERS[scale], bool(second_order))
     return zip(times, values, strict=True)
+
+
+def _decimal_values(tokens: Iterator[int], divisor: int, second_order: bool) -> list[float]:
+    """Tokens: the first mantissa, then changes (token >> 1) or runs of unchanged (token & 1)."""
+    mantissa = _unzigzag(next(tokens) >> 1)
+    values, step = [mantissa / divisor], 0
+    for token in tokens:
+        if token & 1:
+            if not second_order:
+                values += [mantissa / divisor] * (token >> 1)
+                continue
+            for _ in range(token >> 1):
+                mantissa += step
+                values.append(mantissa / divisor)
+            continue
+        change = _unzigzag(token >> 1)
+        step = step + change if second_order else change
+        mantissa += step
+        values.append(mantissa / divisor)
+    return values
 
 
 def _varint_size(number: int) -> int:

@@ -14,6 +14,12 @@ from esnode_agent.history.chunk import decode
 from esnode_agent.history.store import HistoryFormatError, check_format, connect
 
 DEFAULT_METRICS = ("esnode_*",)
+_CHUNKS_OF_SERIES = (
+    "SELECT start_ms, header, body FROM chunks WHERE series_id = ? AND start_ms <= ? AND end_ms >= ?"
+    " UNION ALL"
+    " SELECT start_ms, header, body FROM heads WHERE series_id = ? AND start_ms <= ? AND end_ms >= ?"
+    " ORDER BY 1"
+)
 
 
 class HistoryUnavailableError(Exception):
@@ -63,11 +69,7 @@ def read(db: sqlite3.Connection, query: Query) -> Iterator[SeriesSamples]:
         labels: dict[str, str] = json.loads(labels_json)
         samples = [
             (timestamp_ms, value)
-            for header, body in db.execute(
-                "SELECT header, body FROM chunks WHERE series_id = ? AND start_ms <= ? AND end_ms >= ?"
-                " ORDER BY start_ms",
-                (series_id, query.to_ms, query.from_ms),
-            )
+            for _, header, body in db.execute(_CHUNKS_OF_SERIES, (series_id, query.to_ms, query.from_ms) * 2)
             for timestamp_ms, value in decode(header, body)
             if query.from_ms <= timestamp_ms <= query.to_ms
         ]

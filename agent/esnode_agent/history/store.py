@@ -1,9 +1,12 @@
 """The history database: SQLite in WAL mode, one row per series per chunk (history/chunk.py).
 
+Full chunks are only ever appended to ``chunks`` (rowid order, so its pages fill up); the open
+chunk of each series lives in ``heads`` and is rewritten by every flush. Rewriting open chunks
+in the main table left its pages half empty after splits: 4.0 MB for 1.9 MB of chunks.
+
 Each ``flush`` is one transaction, so a crash (kill -9 included) keeps every flush that
 committed and loses only samples appended since; WAL with synchronous=NORMAL makes a commit
 durable against a process crash, though not against power loss in the last moments.
-The open chunk of each series is rewritten in place by every flush until it is full.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from esnode_agent.cycle.samples import MetricSpec, Sample
+from esnode_agent.cycle.samples import MetricSpec, MetricType, Sample
 from esnode_agent.history.chunk import ChunkWriter
 
 DATABASE_NAME = "history.sqlite3"
@@ -31,14 +34,22 @@ CREATE TABLE IF NOT EXISTS series (
   UNIQUE (name, labels)
 );
 CREATE TABLE IF NOT EXISTS chunks (
+  id INTEGER PRIMARY KEY,
   series_id INTEGER NOT NULL,
   start_ms INTEGER NOT NULL,
   end_ms INTEGER NOT NULL,
   header INTEGER NOT NULL,
-  body BLOB NOT NULL,
-  PRIMARY KEY (series_id, start_ms)
-) WITHOUT ROWID;
+  body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_series ON chunks (series_id, start_ms);
 CREATE INDEX IF NOT EXISTS chunks_by_end ON chunks (end_ms);
+CREATE TABLE IF NOT EXISTS heads (
+  series_id INTEGER PRIMARY KEY,
+  start_ms INTEGER NOT NULL,
+  end_ms INTEGER NOT NULL,
+  header INTEGER NOT NULL,
+  body BLOB NOT NULL
+);
 """
 
 
@@ -98,6 +109,7 @@ class HistoryStore:
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.executescript(_SCHEMA)
         check_format(self._db, path, fresh_ok=True)
+        self._close_open_chunks()
         self._heads: dict[tuple[str, tuple[str, ...]], _Head] = {}
         self._sealed: list[tuple[int, ChunkWriter]] = []
         self._scale_hints: dict[int, int] = {}
@@ -112,39 +124,56 @@ class HistoryStore:
                 continue  # the wall clock stepped back: Prometheus would refuse it too
             elif head.chunk.count >= self._chunk_samples or not head.chunk.accepts(sample.value):
                 self._seal(head)
-                head.chunk = ChunkWriter.for_value(sample.value, self._scale_hints.get(head.series_id, 0))
+                head.chunk = self._new_chunk(sample, head.series_id)
             head.chunk.append(timestamp_ms, sample.value)
             head.dirty = True
 
     def flush(self, now_seconds: float) -> None:
-        """One transaction: sealed and open chunks, then retention by age and by size."""
+        """One transaction: full chunks, open chunks, then retention by age and by size."""
+        # A series that did not report since the last flush has ended here: its chunk is full.
+        gone = [key for key, head in self._heads.items() if not head.dirty]
+        for key in gone:
+            self._seal(self._heads[key])
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            rows = [(series_id, chunk) for series_id, chunk in self._sealed]
-            rows += [(head.series_id, head.chunk) for head in self._heads.values() if head.dirty]
-            self._db.executemany(
-                "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?)",
-                [(sid, c.start_ms, c.end_ms, c.header(), c.body()) for sid, c in rows if c.count],
-            )
-            removed = self._db.execute(
-                "DELETE FROM chunks WHERE end_ms < ?",
-                (math.floor((now_seconds - self._limits.retention_seconds) * 1000),),
-            ).rowcount
+            self._write_chunks()
+            cutoff_ms = math.floor((now_seconds - self._limits.retention_seconds) * 1000)
+            removed = self._db.execute("DELETE FROM chunks WHERE end_ms < ?", (cutoff_ms,)).rowcount
+            removed += self._db.execute("DELETE FROM heads WHERE end_ms < ?", (cutoff_ms,)).rowcount
             removed += self._enforce_size()
             if removed:
                 self._forget_empty_series()
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
+            del self._sealed[len(self._sealed) - len(gone) :]  # the next flush seals them again
             raise
         self._sealed.clear()
-        # A series that did not report since the last flush is on disk: drop it from memory,
-        # so memory holds only the series of the latest cycles.
-        self._heads = {key: head for key, head in self._heads.items() if head.dirty}
+        for key in gone:
+            del self._heads[key]  # on disk now: memory holds only the series of recent cycles
         for head in self._heads.values():
             head.dirty = False
-        if removed:
-            self._db.execute("PRAGMA incremental_vacuum")
+        # Rewritten heads and deleted chunks leave free pages: hand them back each flush, or
+        # the file grows by what the heads rewrite (0.9 MB of 3.2 MB in an hour of 623 series).
+        self._db.execute("PRAGMA incremental_vacuum")
+
+    def _write_chunks(self) -> None:
+        self._db.executemany(
+            "INSERT INTO chunks (series_id, start_ms, end_ms, header, body) VALUES (?, ?, ?, ?, ?)",
+            [(sid, c.start_ms, c.end_ms, c.header(), c.body()) for sid, c in self._sealed if c.count],
+        )
+        self._db.executemany(
+            "DELETE FROM heads WHERE series_id = ? AND start_ms = ?",
+            [(sid, c.start_ms) for sid, c in self._sealed],
+        )
+        self._db.executemany(
+            "INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?)",
+            [
+                (h.series_id, h.chunk.start_ms, h.chunk.end_ms, h.chunk.header(), h.chunk.body())
+                for h in self._heads.values()
+                if h.dirty and h.chunk.count
+            ],
+        )
 
     @property
     def series_in_memory(self) -> int:
@@ -162,10 +191,23 @@ class HistoryStore:
 
     def _open(self, sample: Sample) -> _Head:
         series_id = self._series_id(sample.spec, sample.label_values)
-        chunk = ChunkWriter.for_value(sample.value, self._scale_hints.get(series_id, 0))
-        head = _Head(series_id, chunk)
+        head = _Head(series_id, self._new_chunk(sample, series_id))
         self._heads[(sample.spec.name, sample.label_values)] = head
         return head
+
+    def _close_open_chunks(self) -> None:
+        """The open chunks of an earlier run are full: this run starts its own."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute(
+            "INSERT INTO chunks (series_id, start_ms, end_ms, header, body)"
+            " SELECT series_id, start_ms, end_ms, header, body FROM heads"
+        )
+        self._db.execute("DELETE FROM heads")
+        self._db.execute("COMMIT")
+
+    def _new_chunk(self, sample: Sample, series_id: int) -> ChunkWriter:
+        counter = sample.spec.type is MetricType.COUNTER
+        return ChunkWriter.for_value(sample.value, self._scale_hints.get(series_id, 0), counter)
 
     def _seal(self, head: _Head) -> None:
         self._sealed.append((head.series_id, head.chunk))
@@ -190,8 +232,7 @@ class HistoryStore:
                 break
             batch = max(1, math.ceil(total * (used - self._limits.max_disk_bytes) / used))
             removed += self._db.execute(
-                "DELETE FROM chunks WHERE (series_id, start_ms) IN "
-                "(SELECT series_id, start_ms FROM chunks ORDER BY end_ms LIMIT ?)",
+                "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks ORDER BY end_ms LIMIT ?)",
                 (batch,),
             ).rowcount
             self._db.execute("PRAGMA incremental_vacuum")
@@ -203,6 +244,7 @@ class HistoryStore:
             row[0]
             for row in self._db.execute(
                 "SELECT id FROM series WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE series_id = series.id)"
+                " AND NOT EXISTS (SELECT 1 FROM heads WHERE series_id = series.id)"
             )
         }
         self._db.executemany("DELETE FROM series WHERE id = ?", [(i,) for i in empty - active])
