@@ -94,7 +94,8 @@ def test_a_value_finer_than_the_chunk_starts_a_new_chunk_and_loses_nothing(tmp_p
     store.flush(T0 + 10)
     with open_reader(store.path) as db:
         assert [v for _, v in _all(db)[("esnode_x", ())]] == values
-        kinds = [row[0] & 1 for row in db.execute("SELECT header FROM chunks ORDER BY start_ms")]
+        rows = db.execute("SELECT start_ms, header FROM chunks UNION ALL SELECT start_ms, header FROM heads ORDER BY 1")
+        kinds = [header & 1 for _, header in rows]
     assert KIND_RAW in kinds and len(kinds) >= 3
 
 

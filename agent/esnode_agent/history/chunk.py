@@ -88,9 +88,9 @@ class ChunkWriter:
         return cls(KIND_RAW, 0) if scale is None else cls(KIND_DECIMAL, scale, second_order)
 
     def accepts(self, value: float) -> bool:
-        if self.kind == KIND_RAW:
-            return decimal_scale(value) is None
-        return _exact_at(value, self.scale)
+        # A raw chunk holds any value: series that alternate (a sum of floats that is sometimes
+        # exact) would otherwise cut a chunk per sample, ~40 bytes each.
+        return self.kind == KIND_RAW or _exact_at(value, self.scale)
 
     def append(self, timestamp_ms: int, value: float) -> None:
         if self.count == 0:
