@@ -41,12 +41,11 @@ class TopApp(App[None]):
         self.trends = Trends()
         self.snapshots_seen = 0
         self._interval_hint_seconds = interval_hint_seconds
-        self.status_text = f"connecting to {self.base_url} ..."
+        self._shown = {"envelope": f"connecting to {self.base_url} ...", "summary": "", "panel": ""}
 
     def compose(self) -> ComposeResult:
-        yield Static(self.status_text, id="envelope")
-        yield Static("", id="summary")
-        yield Static("", id="panel")
+        for name, text in self._shown.items():
+            yield Static(text, id=name)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -61,7 +60,11 @@ class TopApp(App[None]):
 
     def screen_text(self) -> str:
         """What the three text areas show now, as plain text."""
-        return "\n".join(str(self.query_one(f"#{name}", Static).content) for name in ("envelope", "summary", "panel"))
+        return "\n".join(self._shown.values())
+
+    def _show(self, name: str, text: str) -> None:
+        self._shown[name] = text
+        self.query_one(f"#{name}", Static).update(text)
 
     async def _follow(self) -> None:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(10.0, read=60.0)) as client:
@@ -73,7 +76,7 @@ class TopApp(App[None]):
                             if event.event == "snapshot":
                                 self._on_view(json.loads(event.data))
                 except (httpx.HTTPError, ValueError) as exc:
-                    self.query_one("#envelope", Static).update(f"agent unreachable ({exc}); retrying")
+                    self._show("envelope", f"agent unreachable ({exc}); retrying")
                     await asyncio.sleep(RECONNECT_SECONDS)
 
     async def _seed_from_history(self, client: httpx.AsyncClient) -> None:
@@ -106,8 +109,6 @@ class TopApp(App[None]):
     def _refresh(self) -> None:
         if not self.view:
             return
-        self.query_one("#envelope", Static).update(envelope_line(self.view))
-        self.query_one("#summary", Static).update(
-            f"{summary_line(self.view)} | panel: {self.panel_name}"
-        )
-        self.query_one("#panel", Static).update(panel(self.panel_name, self.view, self.trends))
+        self._show("envelope", envelope_line(self.view))
+        self._show("summary", f"{summary_line(self.view)} | panel: {self.panel_name}")
+        self._show("panel", panel(self.panel_name, self.view, self.trends))
