@@ -30,11 +30,13 @@ from esnode_agent.cycle.samples import Sample
 from esnode_agent.cycle.snapshot import Snapshot
 from esnode_agent.history.export import export
 from esnode_agent.history.reader import Query, open_reader
-from esnode_agent.history.store import HistoryStore, Limits
+from esnode_agent.history.store import CHUNK_SAMPLES, HistoryStore, Limits
 
 INTERVAL_SECONDS = 5.0
 FLUSH_SECONDS = 30.0
-REAL_CYCLES = 120
+# More than a chunk holds (CHUNK_SAMPLES): a replay that repeated within one chunk would let
+# deflate find the repeat, and flatter the figure.
+REAL_CYCLES = CHUNK_SAMPLES + 40
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 

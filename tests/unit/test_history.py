@@ -18,7 +18,7 @@ from esnode_agent.cli import main
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.cycle.samples import Sample, SampleIndex, SampleSink, counter, gauge
 from esnode_agent.cycle.snapshot import Snapshot
-from esnode_agent.history.chunk import KIND_RAW, ChunkWriter, decode
+from esnode_agent.history.chunk import DEFLATED, KIND_RAW, ChunkWriter, decode
 from esnode_agent.history.export import export
 from esnode_agent.history.reader import Query, open_reader, read
 from esnode_agent.history.store import HistoryStore, Limits, database_file, default_directory
@@ -136,6 +136,17 @@ def test_series_gone_from_the_node_leave_memory_once_on_disk(tmp_path: Path) -> 
     assert store.series_in_memory == 3  # one GPU's power and energy, and the load average
     with open_reader(store.path) as db:
         assert len(_all(db)[("esnode_gpu_power_watts", ("7",))]) == 5
+
+
+def test_full_chunks_are_stored_deflated_and_read_back_exactly(tmp_path: Path) -> None:
+    store = _store(tmp_path, chunk_samples=100)
+    _record(store, range(250))
+    store.flush(T0 + 250)
+    with open_reader(store.path) as db:
+        headers = [row[0] for row in db.execute("SELECT header FROM chunks")]
+        energy = _all(db)[("esnode_gpu_energy_joules_total", ("1",))]
+    assert any(header & DEFLATED for header in headers)
+    assert energy == [(round((T0 + i) * 1000), 1000.0 * i + 1) for i in range(250)]
 
 
 def test_a_restarted_agent_keeps_what_the_earlier_run_wrote(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ MAX_SCALE = 6  # microunits: finer than any source this agent reads
 _EXACT_INT = 2**53
 KIND_DECIMAL = 0
 KIND_RAW = 1
+DEFLATED = 1 << 5  # header flag: the body is raw deflate of the encoding above
 _RAW = struct.Struct("<d")
 _POWERS: tuple[int, ...] = tuple(10**scale for scale in range(MAX_SCALE + 1))
 
@@ -148,8 +150,17 @@ def _unzigzag(number: int) -> int:
     return (number >> 1) ^ -(number & 1)
 
 
+def deflated(header: int, body: bytes) -> tuple[int, bytes]:
+    """A full chunk, deflated where that is smaller: millisecond jitter and repeating patterns
+    that varints leave at a byte each shrink further (4.17 -> 3.54 B/sample, docs/history.md)."""
+    packed = zlib.compress(body, 6, wbits=-15)
+    return (header | DEFLATED, packed) if len(packed) < len(body) else (header, body)
+
+
 def decode(header: int, body: bytes) -> Iterator[tuple[int, float]]:
     """(timestamp_ms, value) of every sample in a chunk, oldest first."""
+    if header & DEFLATED:
+        header, body = header & ~DEFLATED, zlib.decompress(body, wbits=-15)
     kind, second_order, scale = header & 1, header & 2, header >> 2
     times_length = next(_varints(body, 0, len(body)))
     times_start = _varint_size(times_length)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from esnode_agent.cycle.samples import MetricSpec, MetricType, Sample
-from esnode_agent.history.chunk import ChunkWriter
+from esnode_agent.history.chunk import ChunkWriter, deflated
 
 DATABASE_NAME = "history.sqlite3"
 FORMAT_VERSION = 1  # PRAGMA user_version: the chunk encoding of history/chunk.py
@@ -160,7 +160,7 @@ class HistoryStore:
     def _write_chunks(self) -> None:
         self._db.executemany(
             "INSERT INTO chunks (series_id, start_ms, end_ms, header, body) VALUES (?, ?, ?, ?, ?)",
-            [(sid, c.start_ms, c.end_ms, c.header(), c.body()) for sid, c in self._sealed if c.count],
+            [(sid, c.start_ms, c.end_ms, *deflated(c.header(), c.body())) for sid, c in self._sealed if c.count],
         )
         self._db.executemany(
             "DELETE FROM heads WHERE series_id = ? AND start_ms = ?",
