@@ -16,16 +16,20 @@ from esnode_agent.client import AgentUnreachableError, fetch_metrics, fetch_stat
 from esnode_agent.config import node_exporter_flags
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError, LoadedConfig, flag_name, load_config
+from esnode_agent.history.cli import add_history_commands, run_history_export
+from esnode_agent.history.reader import HistoryUnavailableError
 from esnode_agent.logging_setup import configure_logging
 from esnode_agent.runtime import bind_listener, serve
+from esnode_agent.serve.history_route import BadTimeError
 from esnode_agent.serve.web_config import WebConfigWatcher
+from esnode_agent.top.command import add_top_command, run_top
 
 log = logging.getLogger(__name__)
 
 PROG = "esnode-agent"
 EXIT_BAD_CONFIG = 2
 EXIT_UNREACHABLE = 1
-COMMANDS = ("run", "config", "status", "metrics")
+COMMANDS = ("run", "config", "status", "metrics", "history", "top", "cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (("status", "print a running agent's /status"), ("metrics", "print its /metrics")):
         client = commands.add_parser(name, help=help_text)
         client.add_argument("--address", default="127.0.0.1:9100", help="HOST:PORT of the agent")
+    # Standalone use: local history and the terminal view.
+    add_history_commands(commands)
+    add_top_command(commands)
     return parser
 
 
@@ -93,6 +100,13 @@ def _run(loaded: LoadedConfig, ignored_flags: Sequence[str]) -> int:
     return 0
 
 
+def _standalone(args: argparse.Namespace) -> int:
+    if args.command == "history":
+        run_history_export(args)
+        return 0
+    return run_top(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or args_list[0] not in (*COMMANDS, "-h", "--help", "--version"):
@@ -100,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         translation = node_exporter_flags.translate(args_list)
         args = _parser().parse_args(translation.argv)
+        if args.command in ("history", "top", "cli"):
+            return _standalone(args)
         if args.command in ("status", "metrics"):
             fetch = fetch_status if args.command == "status" else fetch_metrics
             print(fetch(args.address), end="" if args.command == "metrics" else "\n")
@@ -109,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_config(loaded)
             return 0
         return _run(loaded, translation.ignored)
-    except ConfigError as exc:
+    except (ConfigError, HistoryUnavailableError, BadTimeError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     except AgentUnreachableError as exc:

@@ -19,6 +19,7 @@ from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError
 from esnode_agent.cycle.loop import CollectionLoop
 from esnode_agent.cycle.snapshot import Snapshot
+from esnode_agent.history.writer import build_history_writer
 from esnode_agent.report.wiring import build_reporter, kube_auth_guard
 from esnode_agent.serve.app import create_app
 from esnode_agent.serve.publication import Latest
@@ -34,20 +35,27 @@ STALL_INTERVALS = 3
 class _QuietServer(uvicorn.Server):
     """Sleeps until told to exit. uvicorn's own loop wakes ten times a second to refresh its Date
     header and poll for shutdown: 12.7 ms of CPU per 5 s interval on an idle agent, more than a
-    collection cycle. The Date header comes from server.py instead."""
+    collection cycle. The Date header comes from serve/app.py instead."""
 
     _exiting: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
-    # Runs once told to exit. uvicorn re-raises SIGTERM when serve() returns, which ends the
-    # process before any finally: block of ours; what must happen on the way out goes here.
-    before_shutdown: Callable[[], None] | None = None
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        # Run in order, in a worker thread, after connections close and before uvicorn re-raises
+        # the signal that stopped it (which ends the process before any finally: of ours): what
+        # must be undone or reach disk on the way out (GPU limits restored, history flushed).
+        self.on_shutdown: list[Callable[[], None]] = []
 
     async def main_loop(self) -> None:
         self._loop, self._exiting = asyncio.get_running_loop(), asyncio.Event()
         if not self.should_exit:
             await self._exiting.wait()
-        if self.before_shutdown is not None:
-            await asyncio.to_thread(self.before_shutdown)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        for step in self.on_shutdown:
+            await asyncio.to_thread(step)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)  # runs in the signal handler: only the thread-safe call below
@@ -77,6 +85,7 @@ def bind_listener(config: AgentConfig) -> socket.socket:
 async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher | None = None) -> None:
     latest = Latest()
     reporter = build_reporter(config)
+    history = build_history_writer(config)  # a bad path fails before any collector starts
     collectors = build_collectors(config)
     # Power capping: opt-in; acts after each cycle, in a worker thread (NVML calls block).
     capper = build_capper(config, collectors)
@@ -87,6 +96,8 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
         await latest.publish(snapshot)
         if reporter is not None:
             reporter.offer(snapshot)
+        if history is not None:
+            history.offer(snapshot)
         if capper is not None:
             await asyncio.to_thread(capper.step, snapshot)
 
@@ -108,7 +119,13 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
         )
         return not loop_task.done() and on_time
 
-    app: ASGIApp = create_app(latest, loop_alive, config.telemetry_path, config.max_event_clients)
+    app: ASGIApp = create_app(
+        latest,
+        loop_alive,
+        telemetry_path=config.telemetry_path,
+        max_event_clients=config.max_event_clients,
+        history=(history.path, config.local_tsdb_retention_hours * 3600) if history is not None else None,
+    )
     if config.metrics_auth == "kubernetes":
         app = kube_auth_guard(app, config)
     if web is not None:
@@ -128,7 +145,10 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
         server_config.ssl = web.ssl_context
     server = _QuietServer(server_config)
     if capper is not None:
-        server.before_shutdown = capper.close  # put back every limit esnode set
+        server.on_shutdown.append(capper.close)  # put back every limit esnode set
+    if history is not None:
+        history.start()
+        server.on_shutdown.append(history.stop)  # the last flush
     host, _ = config.listen_host_port
     log.info(
         "serving",

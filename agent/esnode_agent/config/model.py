@@ -320,6 +320,18 @@ class AgentConfig(BaseModel):
             raise ValueError(f"power_capping={self.power_capping} needs node_power_envelope_watts")
         return self
 
+    # Local history (standalone use, docs in README "Standalone on one GPU box"): every cycle's
+    # samples in a SQLite file, exported for Prometheus backfill at /tsdb/export.
+    enable_local_tsdb: bool = Field(False, description="Keep every cycle's samples on local disk")
+    local_tsdb_path: Path | None = Field(
+        None, description="Directory of the history database; unset: $XDG_DATA_HOME/esnode/tsdb"
+    )
+    local_tsdb_retention_hours: float = Field(48.0, gt=0, le=24 * 366, description="History kept, by age")
+    local_tsdb_max_disk_mb: float = Field(2048.0, ge=1, description="History kept, by size: oldest goes first")
+    local_tsdb_flush_seconds: float = Field(
+        30.0, ge=0.1, le=3600, description="How often history is written; a crash loses at most this much"
+    )
+
     @field_validator("network_device_exclude", "disk_device_exclude", "filesystem_fstype_exclude")
     @classmethod
     def _check_regex(cls, value: str) -> str:

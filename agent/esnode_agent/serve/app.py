@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
+from pathlib import Path
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from esnode_agent import __version__
 from esnode_agent.serve.exposition import Payload
+from esnode_agent.serve.history_route import export_route
 from esnode_agent.serve.publication import Latest
 from esnode_agent.serve.status_view import status_view
 
@@ -97,10 +99,13 @@ class AdmissionLimit:
 def create_app(
     latest: Latest,
     loop_alive: Callable[[], bool],
+    *,
     telemetry_path: str = "/metrics",
     max_event_clients: int = 64,
+    history: tuple[Path, float] | None = None,
 ) -> Starlette:
-    """``loop_alive`` says whether the collection loop is still cycling on time."""
+    """``loop_alive`` says whether the collection loop is still cycling on time; ``history``,
+    the local history's database and retention in seconds when it is on."""
     landing_page = _LANDING_PAGE.format(version=__version__, telemetry_path=telemetry_path)
 
     async def metrics(request: Request) -> Response:
@@ -154,5 +159,7 @@ def create_app(
             Route("/status", status),
             Route("/v1/status", status),
             Route("/events", AdmissionLimit(request_response(events), max_event_clients)),
+            # Local history (standalone use): only when enable_local_tsdb is on.
+            *([export_route(*history)] if history is not None else []),
         ],
     )

@@ -41,7 +41,7 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def _format_value(value: float) -> str:
+def format_value(value: float) -> str:
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -50,17 +50,20 @@ def _format_value(value: float) -> str:
 
 
 def _sample_line(sample: Sample) -> str:
-    value = _format_value(sample.value)
-    if not sample.label_values:
-        return f"{sample.spec.name} {value}\n"
+    return f"{series_key(sample.spec, sample.label_values)} {format_value(sample.value)}\n"
+
+
+def series_key(spec: MetricSpec, label_values: tuple[str, ...]) -> str:
+    """``name{label="value",...}``: a sample line up to its value."""
+    if not label_values:
+        return spec.name
     labels = ",".join(
-        f'{name}="{_escape_label(label)}"'
-        for name, label in zip(sample.spec.labels, sample.label_values, strict=True)
+        f'{name}="{_escape_label(label)}"' for name, label in zip(spec.labels, label_values, strict=True)
     )
-    return f"{sample.spec.name}{{{labels}}} {value}\n"
+    return f"{spec.name}{{{labels}}}"
 
 
-def _headers(spec: MetricSpec) -> tuple[str, str]:
+def family_headers(spec: MetricSpec) -> tuple[str, str]:
     """HELP/TYPE lines for text 0.0.4 and for OpenMetrics (which names counters without `_total`)."""
     help_text = _escape_help(spec.help)
     text = f"# HELP {spec.name} {help_text}\n# TYPE {spec.name} {spec.type}\n"
@@ -83,7 +86,7 @@ def render(samples: Iterable[Sample]) -> Exposition:
     text_parts: list[str] = []
     openmetrics_parts: list[str] = []
     for family in _group(samples):
-        text_header, openmetrics_header = _headers(family[0].spec)
+        text_header, openmetrics_header = family_headers(family[0].spec)
         lines = "".join(_sample_line(sample) for sample in family)
         text_parts += (text_header, lines)
         openmetrics_parts += (openmetrics_header, lines)
