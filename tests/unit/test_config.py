@@ -100,9 +100,7 @@ def test_named_config_file_must_exist(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def _run_agent(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*AGENT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=30, check=False
-    )
+    return subprocess.run([*AGENT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=30, check=False)
 
 
 def _one_line(result: subprocess.CompletedProcess[str]) -> str:
