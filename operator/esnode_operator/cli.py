@@ -10,8 +10,9 @@ from pathlib import Path
 
 import kopf
 
-from esnode_operator import handlers  # importing it registers the handlers with kopf
+from esnode_operator import handlers  # noqa: F401  # importing it registers the handlers with kopf
 from esnode_operator.api.crd import render_crds
+from esnode_operator.context import OperatorOptions
 from esnode_operator.metrics import DEFAULT_METRICS_PORT
 from esnode_operator.reconcile.node_status_access import DEFAULT_NODE_STATUS_BINDING
 
@@ -94,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     if priority is None and not args.standalone:
         priority = random.randint(*_RANDOM_PRIORITY_RANGE)
     memo = kopf.Memo(
-        options=handlers.OperatorOptions(
+        options=OperatorOptions(
             metrics_port=args.metrics_port,
             metrics_address=args.metrics_address,
             node_status_binding=args.agent_node_status_binding,

@@ -14,13 +14,13 @@ import asyncio
 import copy
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
+from esnode_operator.context import OperatorContext, context_of, options_of
 from esnode_operator.kube import Kube, KubeError, new_api_client
-from esnode_operator.metrics import DEFAULT_METRICS_PORT, OperatorMetrics
+from esnode_operator.metrics import OperatorMetrics
 from esnode_operator.names import (
     FIELD_MANAGER,
     GROUP,
@@ -33,30 +33,14 @@ from esnode_operator.names import (
 )
 from esnode_operator.power.fleet_loop import keep_power_status
 from esnode_operator.power.summary import NodeEntry, node_entry
-from esnode_operator.reconcile.node_status_access import DEFAULT_NODE_STATUS_BINDING, NodeStatusAccess
-from esnode_operator.reconcile.reconciler import FleetKey, Reconciler
+from esnode_operator.reconcile.node_status_access import NodeStatusAccess
+from esnode_operator.reconcile.reconciler import FleetKey, Outcome, Reconciler
+from esnode_operator.retry import retry_delay_seconds
 
 log = logging.getLogger(__name__)
 
 RESYNC_INTERVAL_SECONDS = 60.0
-RETRY_DELAY_SECONDS = 10.0
 CHILD_LABELS = {LABEL_MANAGED_BY: FIELD_MANAGER}
-
-
-@dataclass(frozen=True)
-class OperatorOptions:
-    """What the command line decides beyond kopf's own options; put in the memo by cli.main."""
-
-    metrics_port: int = DEFAULT_METRICS_PORT  # 0: no metrics endpoint
-    metrics_address: str = "0.0.0.0"
-    node_status_binding: str = DEFAULT_NODE_STATUS_BINDING
-
-
-def _reconciler(memo: kopf.Memo) -> Reconciler:
-    reconciler = memo.get("reconciler")
-    if not isinstance(reconciler, Reconciler):
-        raise kopf.TemporaryError("the operator has not finished starting", delay=1)
-    return reconciler
 
 
 @kopf.on.startup()
@@ -67,61 +51,82 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # Events only for trouble, not every handler run
-    options = memo.get("options") or OperatorOptions()
+    options = options_of(memo)
     api_client = new_api_client()
     metrics = OperatorMetrics()
     kube = Kube(api_client)
-    memo["api_client"] = api_client
-    memo["kube"] = kube
-    memo["metrics"] = metrics
-    memo["reconciler"] = Reconciler(
-        kube, metrics, node_status=NodeStatusAccess(kube, options.node_status_binding)
-    )
-    if options.metrics_port:
-        memo["metrics_server"], _thread = metrics.serve(options.metrics_port, options.metrics_address)
+    server = metrics.serve(options.metrics_port, options.metrics_address)[0] if options.metrics_port else None
+    if server is not None:
         log.info(
             "serving operator metrics",
             extra={"address": options.metrics_address, "port": options.metrics_port},
         )
+    memo["context"] = OperatorContext(
+        api_client=api_client,
+        kube=kube,
+        metrics=metrics,
+        reconciler=Reconciler(kube, metrics, node_status=NodeStatusAccess(kube, options.node_status_binding)),
+        metrics_server=server,
+    )
 
 
 @kopf.on.cleanup()
 def stop(memo: kopf.Memo, **_: Any) -> None:
-    server = memo.get("metrics_server")
-    if server is not None:
-        server.shutdown()
-    api_client = memo.get("api_client")
-    if api_client is not None:
-        api_client.close()
+    context = memo.get("context")
+    if not isinstance(context, OperatorContext):
+        return
+    if context.metrics_server is not None:
+        context.metrics_server.shutdown()
+    context.api_client.close()  # type: ignore[no-untyped-call]
 
 
-async def _reconcile(memo: kopf.Memo, body: Mapping[str, Any], trigger: str) -> None:
+def _announce(outcome: Outcome | None, retry: int) -> None:
+    """An Event when the fleet turned Degraded or changed why; a retry on the operator's schedule."""
+    if outcome is None:
+        return
+    degraded = next(c for c in outcome.status["conditions"] if c["type"] == "Degraded")
+    if outcome.patched and degraded["status"] == "True":
+        kopf.warn(
+            kopf.Body(cast(kopf.RawBody, dict(outcome.fleet))),
+            reason=degraded["reason"],
+            message=degraded["message"][:1024],
+        )
+    if outcome.retry:
+        raise kopf.TemporaryError(degraded["message"], delay=retry_delay_seconds(retry))
+
+
+def _api_fault(exc: KubeError, retry: int) -> kopf.TemporaryError:
+    return kopf.TemporaryError(f"Kubernetes API: {exc}", delay=retry_delay_seconds(retry))
+
+
+async def _reconcile(memo: kopf.Memo, body: Mapping[str, Any], trigger: str, retry: int) -> None:
     snapshot = copy.deepcopy(dict(body))  # the thread must not see kopf update the body under it
     try:
-        await asyncio.to_thread(_reconciler(memo).reconcile, snapshot, trigger=trigger)
+        outcome = await asyncio.to_thread(context_of(memo).reconciler.reconcile, snapshot, trigger=trigger)
     except KubeError as exc:
-        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=RETRY_DELAY_SECONDS) from exc
+        raise _api_fault(exc, retry) from exc
+    _announce(outcome, retry)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def fleet_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _reconcile(memo, body, trigger="fleet")
+async def fleet_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    await _reconcile(memo, body, trigger="fleet", retry=retry)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def fleet_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def fleet_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     metadata = body["metadata"]
     try:
-        await asyncio.to_thread(_reconciler(memo).release, metadata["namespace"], metadata["name"])
+        await asyncio.to_thread(context_of(memo).reconciler.release, metadata["namespace"], metadata["name"])
     except KubeError as exc:
-        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=RETRY_DELAY_SECONDS) from exc
+        raise _api_fault(exc, retry) from exc
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_INTERVAL_SECONDS, initial_delay=RESYNC_INTERVAL_SECONDS)
-async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _reconcile(memo, body, trigger="timer")
+async def resync(body: kopf.Body, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
+    await _reconcile(memo, body, trigger="timer", retry=retry)
 
 
 def owner_fleet(body: Mapping[str, Any]) -> str | None:
@@ -149,7 +154,15 @@ async def _reconcile_owner(memo: kopf.Memo, body: Mapping[str, Any], trigger: st
     if name is None or body["metadata"]["labels"].get(LABEL_INSTANCE) != name:
         return
     namespace = body["metadata"]["namespace"]
-    await asyncio.to_thread(_reconciler(memo).reconcile_named, namespace, name, trigger=trigger, full=full)
+    reconciler = context_of(memo).reconciler
+    try:
+        outcome = await asyncio.to_thread(
+            reconciler.reconcile_named, namespace, name, trigger=trigger, full=full
+        )
+        _announce(outcome, retry=0)
+    except (KubeError, kopf.TemporaryError) as exc:
+        # Event handlers are not retried by kopf: the fleet's own retry or the resync timer catches up.
+        log.warning("fleet not reconciled", extra={"fleet": f"{namespace}/{name}", "error": str(exc)})
 
 
 @kopf.on.event("apps", "v1", "daemonsets", labels=CHILD_LABELS)
@@ -173,15 +186,22 @@ async def node_reports(body: kopf.Body, **_: Any) -> dict[FleetKey, NodeEntry] |
     return None if entry is None else {(body["metadata"]["namespace"], entry.fleet): entry}
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
-async def power_summary(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    reports: kopf.Index[FleetKey, NodeEntry] = kwargs["node_reports"]  # the index above, by its name
+# kopf's DaemonFn protocol has no place for indexes, which kopf passes by their handler's name.
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)  # type: ignore[arg-type]
+async def power_summary(
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    node_reports: kopf.Index[FleetKey, NodeEntry],  # the index above, passed by its name
+    **_: Any,
+) -> None:
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    context = context_of(memo)
     await keep_power_status(
-        memo["kube"],
-        memo["metrics"],
+        context.kube,
+        context.metrics,
         copy.deepcopy(dict(body)),
-        entries=lambda: list(reports.get(key, ())),
+        entries=lambda: list(node_reports.get(key, ())),
         stopped=lambda: bool(stopped),
         pause=stopped.wait,
     )

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 
 from esnode_operator.names import API_VERSION, FIELD_MANAGER, KIND, NODE_KIND, NODE_PLURAL, PLURAL
@@ -29,6 +30,7 @@ _RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("rbac.authorization.k8s.io/v1", "Role"): ("roles", True),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rolebindings", True),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): ("clusterrolebindings", False),
+    ("v1", "Event"): ("events", True),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ("servicemonitors", True),
     (API_VERSION, KIND): (PLURAL, True),
     (API_VERSION, NODE_KIND): (NODE_PLURAL, True),
@@ -37,7 +39,10 @@ _RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
 
 @dataclass
 class KubeError(Exception):
-    """A response other than 2xx: the HTTP status and the apiserver's own explanation."""
+    """A response other than 2xx: the HTTP status and the apiserver's own explanation.
+
+    Status 0 is no response at all (connection refused or reset, timeout): NETWORK_ERROR.
+    """
 
     status: int
     reason: str
@@ -46,6 +51,9 @@ class KubeError(Exception):
 
     def __str__(self) -> str:
         return f"{self.status} {self.reason}: {self.message}"
+
+
+NETWORK_ERROR = 0
 
 
 def resource_path(api_version: str, kind: str, namespace: str | None = None, name: str | None = None) -> str:
@@ -96,7 +104,10 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+        try:
+            response = self._api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+        except urllib3.exceptions.HTTPError as exc:  # no answer: the callers retry like a 5xx
+            raise KubeError(NETWORK_ERROR, type(exc).__name__, str(exc)[:500]) from exc
         data: bytes = response.read() or b"{}"  # type: ignore[no-untyped-call]
         if not 200 <= response.status <= 299:
             raise _error(response.status, data)
@@ -122,11 +133,14 @@ class Kube:
         namespace: str | None = None,
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         query = {}
         if label_selector:
             query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
         if limit is not None:
             query["limit"] = str(limit)
         items: list[dict[str, Any]] = (

@@ -52,13 +52,13 @@ def _grants(namespace: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def guarded_agent(testenv: Env, namespace: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     documents = _grants(namespace)
-    testenv.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
-    tokens = {
-        account: testenv.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
-        for account in ("esnode-agent", "prometheus", "stranger")
-    }
-    kubeconfig = token_kubeconfig(testenv, tokens["esnode-agent"], tmp_path / "agent.kubeconfig")
-    try:
+    try:  # the cluster-scoped grants go even when setting up fails half-way
+        testenv.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
+        tokens = {
+            account: testenv.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+            for account in ("esnode-agent", "prometheus", "stranger")
+        }
+        kubeconfig = token_kubeconfig(testenv, tokens["esnode-agent"], tmp_path / "agent.kubeconfig")
         with agent_process.agent(
             "--kubeconfig", str(kubeconfig), "--metrics-auth", "kubernetes",
             "--gpu-backend", "sim:h100x8", "--scrape-interval", "1",

@@ -123,9 +123,11 @@ def test_validation_rules_and_printer_columns() -> None:
     assert columns == {
         "Ready": ".status.readyText",
         "Nodes": ".status.power.nodesReporting",
+        "Stale": ".status.power.nodesStale",
         "Power": ".status.power.totalPowerWatts",
         "Over-Envelope": ".status.power.nodesOverEnvelope",
         "Status": ".status.state",
+        "Why": '.status.conditions[?(@.type=="Degraded")].reason',
         "Age": ".metadata.creationTimestamp",
     }
     names = fleet_crd()["spec"]["names"]

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from esnode_operator.api.models import NodeLabelSelector, PowerEnvelope
 from esnode_operator.children.placement import (
@@ -100,7 +101,12 @@ def _random_selector(rng: random.Random) -> dict[str, Any]:
 @pytest.mark.parametrize("seed", range(40))
 def test_each_node_is_in_exactly_the_group_of_its_first_matching_override(seed: int) -> None:
     rng = random.Random(seed)
-    spec = envelope(*((_random_selector(rng), float(100 * (i + 1))) for i in range(rng.randint(1, 4))))
+    selectors: list[dict[str, Any]] = []
+    for _ in range(rng.randint(1, 4)):
+        selector = _random_selector(rng)
+        if selector not in selectors:  # a repeated selector is refused (below)
+            selectors.append(selector)
+    spec = envelope(*((selector, float(100 * (i + 1))) for i, selector in enumerate(selectors)))
     groups = envelope_groups(spec)
     for labels in NODES:
         admitting = groups_admitting(groups, labels)
@@ -117,11 +123,9 @@ def test_a_shadowed_override_gets_no_daemonset() -> None:
     assert [g.watts for g in groups] == [None, 6500]
 
 
-def test_duplicate_selectors_collapse_to_the_first() -> None:
-    groups = envelope_groups(
+def test_duplicate_selectors_are_refused_not_silently_dropped() -> None:
+    with pytest.raises(ValidationError, match="two overrides have the same nodeSelector"):
         envelope(({"matchLabels": {"type": "dgx"}}, 6500), ({"matchLabels": {"type": "dgx"}}, 1))
-    )
-    assert [g.watts for g in groups] == [None, 6500]
 
 
 def test_user_affinity_is_kept_and_anded_with_the_group() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from esnode_agent.report.model import NodeReport
-from esnode_operator.api.models import FleetSpec, FleetStatus, NodeReportSpec
+from esnode_operator.api.models import DNS_LABEL_PATTERN, FleetSpec, FleetStatus, NodeReportSpec
 from esnode_operator.api.schema import Schema, structural_schema
 from esnode_operator.names import (
     GROUP,
@@ -35,11 +35,15 @@ PRINTER_COLUMNS = [
     {"name": "Ready", "type": "string", "jsonPath": ".status.readyText", "description": "Ready agents / desired"},
     {"name": "Nodes", "type": "integer", "jsonPath": ".status.power.nodesReporting",
      "description": "Nodes whose agent reported within 3 heartbeats"},
+    {"name": "Stale", "type": "integer", "jsonPath": ".status.power.nodesStale",
+     "description": "Nodes whose last report is older than 3 heartbeats"},
     {"name": "Power", "type": "number", "jsonPath": ".status.power.totalPowerWatts",
      "description": "Total node power of the fleet, watts"},
     {"name": "Over-Envelope", "type": "integer", "jsonPath": ".status.power.nodesOverEnvelope",
      "description": "Nodes drawing more than their power envelope"},
     {"name": "Status", "type": "string", "jsonPath": ".status.state", "description": "Ready, Progressing or Degraded"},
+    {"name": "Why", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Degraded\")].reason",
+     "description": "The Degraded condition's reason (AsExpected when nothing is wrong)"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]  # fmt: skip
 
@@ -86,7 +90,12 @@ def fleet_openapi_schema() -> Schema:
         {
             "rule": f"size(self.metadata.name) <= {MAX_FLEET_NAME_LENGTH}",
             "message": f"name must be at most {MAX_FLEET_NAME_LENGTH} characters (children add a prefix)",
-        }
+        },
+        {  # the Service is named after the fleet, and a Service name is a DNS-1035 label
+            "rule": f"self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
+            "message": "name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a "
+            "letter): the fleet's Service is named after it",
+        },
     ]
     return schema
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from esnode_agent import __version__
@@ -25,6 +25,7 @@ LABEL_KEY_PATTERN = (
 )
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"  # DNS-1035: what a Service name must be
 # Go-style durations (what CEL's duration() parses), the subset of Prometheus' syntax both accept.
 DURATION_PATTERN = r"^((([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
 QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -149,6 +150,14 @@ class Collectors(CamelModel):
     gpu: bool = True
 
 
+# ---- issue 19: specs that could never deploy are refused by the schema ---------------------------
+# The pod-resources socket's folder is mounted at its own path: a socket directly under / would
+# mount the host's root, and one under these would shadow the agent's own mounts (daemonset.py).
+AGENT_MOUNT_ROOTS = ("/dev", "/proc", "/sys", "/host", "/etc/esnode")
+# At least two components (the folder is not /), none of them . or ..
+SOCKET_PATH_PATTERN = r"^(/(\.?[^./\s][^/\s]*|\.\.[^/\s]+))+/[^/\s]+$"
+
+
 class GpuOptions(CamelModel):
     visible_devices: Annotated[str, StringConstraints(max_length=1024, pattern=GPU_LIST_PATTERN)] = Field(
         "all",
@@ -160,13 +169,36 @@ class GpuOptions(CamelModel):
         alias="k8sMode",  # to_camel would say k8SMode
         description="Attribute GPUs to pods through the kubelet's pod-resources socket (mounted read-only)",
     )
-    pod_resources_socket: Annotated[str, StringConstraints(max_length=1024, pattern=r"^/\S+$")] = Field(
-        DEFAULT_POD_RESOURCES_SOCKET, description="Path of the kubelet pod-resources socket on the node"
+    pod_resources_socket: Annotated[str, StringConstraints(max_length=1024, pattern=SOCKET_PATH_PATTERN)] = (
+        Field(
+            DEFAULT_POD_RESOURCES_SOCKET,
+            description="Path of the kubelet pod-resources socket on the node (its folder is mounted at the same "
+            "path: not /, nor under the agent's own mounts " + ", ".join(AGENT_MOUNT_ROOTS) + ")",
+            json_schema_extra=validations(
+                cel(
+                    " && ".join(f"!self.startsWith('{root}/')" for root in AGENT_MOUNT_ROOTS),
+                    "podResourcesSocket must not lie under "
+                    + ", ".join(AGENT_MOUNT_ROOTS)
+                    + ": its folder's mount would shadow one of the agent's",
+                )
+            ),
+        )
     )
     dcgm_compat: bool = Field(
         False,
         description="Also serve dcgm-exporter's DCGM_FI_* metric names and labels, for its dashboards and alerts",
     )
+
+    @field_validator("pod_resources_socket")
+    @classmethod
+    def _socket_shadows_no_mount(cls, path: str) -> str:
+        if any(path.startswith(root + "/") for root in AGENT_MOUNT_ROOTS):
+            raise ValueError(
+                "podResourcesSocket must not lie under "
+                + ", ".join(AGENT_MOUNT_ROOTS)
+                + ": its folder's mount would shadow one of the agent's"
+            )
+        return path
 
 
 class LabelSelectorRequirement(CamelModel):
@@ -220,8 +252,25 @@ class EnvelopeOverride(CamelModel):
 class PowerEnvelope(CamelModel):
     """Node power budgets: a default, and overrides for nodes matching a selector (first match wins)."""
 
+    model_config = ConfigDict(
+        json_schema_extra=validations(  # issue 19: a second identical selector would be ignored
+            cel(
+                "self.overrides.all(o, self.overrides.filter(p, p.nodeSelector == o.nodeSelector).size() == 1)",
+                "two overrides have the same nodeSelector: the second would never apply",
+                ".overrides",
+            )
+        )
+    )
+
     default_watts: Watts | None = Field(None, description="Budget of nodes no override selects; unset: none")
     overrides: list[EnvelopeOverride] = Field(default=[], max_length=16)
+
+    @model_validator(mode="after")
+    def _distinct_selectors(self) -> PowerEnvelope:
+        selectors = [override.node_selector for override in self.overrides]
+        if any(selectors.count(selector) > 1 for selector in selectors):
+            raise ValueError("two overrides have the same nodeSelector: the second would never apply")
+        return self
 
 
 class ServiceMonitorSpec(CamelModel):

@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from esnode_operator.conditions import utc_now
 from esnode_operator.kube import Kube
 from esnode_operator.metrics import OperatorMetrics
 from esnode_operator.names import POWER_FIELD_MANAGER
 from esnode_operator.power.summary import NodeEntry, power_status, summarize
 from esnode_operator.reconcile.fleet_status import status_differs
-from esnode_operator.reconcile.reconciler import utc_now
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from esnode_agent.report.model import STALE_AFTER_HEARTBEATS
 from esnode_operator.api.models import MAX_NAMED_NODES, PowerSummary
-from esnode_operator.reconcile.fleet_status import condition
+from esnode_operator.conditions import condition, stamp_transition
 
 ENVELOPE_CONDITION = "EnvelopeExceeded"
 
@@ -113,8 +113,5 @@ def power_status(
     summary: PowerSummary, previous_conditions: Iterable[Mapping[str, Any]], now: str
 ) -> dict[str, Any]:
     """The status fields the power summary owns: ``power`` and the EnvelopeExceeded condition."""
-    envelope = envelope_condition(summary)
-    before = next((c for c in previous_conditions if c.get("type") == ENVELOPE_CONDITION), {})
-    same = before.get("status") == envelope["status"] and before.get("lastTransitionTime")
-    envelope["lastTransitionTime"] = before["lastTransitionTime"] if same else now
+    envelope = stamp_transition(envelope_condition(summary), previous_conditions, now)
     return {"power": summary.model_dump(mode="json", exclude_none=True), "conditions": [envelope]}

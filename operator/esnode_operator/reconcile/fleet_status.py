@@ -11,17 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from esnode_operator.api.models import DaemonSetCounts
+from esnode_operator.conditions import condition, stamp_transition
 
 # Degraded reasons, most telling first: the first present one names the condition.
 INVALID_SPEC = "InvalidSpec"
 NODE_CONFLICT = "NodeConflict"
 APPLY_REJECTED = "ApplyRejected"
+APPLY_FAILED = "ApplyFailed"  # 5xx or no answer during dry run or apply: retried
+FAILED_CREATE = "FailedCreate"  # the DaemonSet controller's own Event, e.g. a missing PriorityClass
 NO_MATCHING_NODES = "NoMatchingNodes"
 SERVICE_MONITOR_CRD_MISSING = "ServiceMonitorCRDMissing"
 AGENT_RBAC_MISSING = "AgentRBACMissing"
 UNSCHEDULABLE = "Unschedulable"
-
-MAX_MESSAGE_LENGTH = 32768  # metav1.Condition's limit
 
 # Container waiting reasons that do not heal by waiting, and what a person should look at.
 _WAITING_HINTS = {
@@ -37,6 +38,8 @@ _PRIORITY = [
     INVALID_SPEC,
     NODE_CONFLICT,
     APPLY_REJECTED,
+    APPLY_FAILED,
+    FAILED_CREATE,
     *_WAITING_HINTS,
     UNSCHEDULABLE,
     NO_MATCHING_NODES,
@@ -105,11 +108,36 @@ def pod_problems(pods: Iterable[Mapping[str, Any]]) -> list[Problem]:
                 detail = waiting.get("message", "").strip()
                 found.setdefault(reason, []).append(f"{name} on {node}" + (f": {detail}" if detail else ""))
                 hints.setdefault(reason, _WAITING_HINTS[reason].format(namespace=namespace, pod=name))
-        for condition in status.get("conditions", []):
-            if condition.get("type") == "PodScheduled" and condition.get("reason") == UNSCHEDULABLE:
-                found.setdefault(UNSCHEDULABLE, []).append(f"{name}: {condition.get('message', '')}".strip())
+        for pod_condition in status.get("conditions", []):
+            if pod_condition.get("type") == "PodScheduled" and pod_condition.get("reason") == UNSCHEDULABLE:
+                found.setdefault(UNSCHEDULABLE, []).append(
+                    f"{name}: {pod_condition.get('message', '')}".strip()
+                )
                 hints.setdefault(UNSCHEDULABLE, "a host port or resources may be taken on those nodes")
     return [_grouped(reason, entries, hints[reason]) for reason, entries in found.items()]
+
+
+def controller_problems(
+    events: Iterable[Mapping[str, Any]], daemonsets: Iterable[Mapping[str, Any]]
+) -> list[Problem]:
+    """The newest FailedCreate Warning of each DaemonSet (e.g. no such PriorityClass or RuntimeClass)."""
+    uids = {ds["metadata"]["uid"]: ds["metadata"]["name"] for ds in daemonsets}
+    newest: dict[str, Mapping[str, Any]] = {}
+    for event in events:
+        involved = event.get("involvedObject") or {}
+        if event.get("reason") != FAILED_CREATE or involved.get("uid") not in uids:
+            continue
+        name = uids[involved["uid"]]
+        if _event_time(event) >= _event_time(newest.get(name, {})):
+            newest[name] = event
+    return [
+        Problem(FAILED_CREATE, f"DaemonSet {name} cannot create its pods: {event.get('message', '').strip()}")
+        for name, event in sorted(newest.items())
+    ]
+
+
+def _event_time(event: Mapping[str, Any]) -> str:
+    return str(event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp") or "")
 
 
 def _grouped(reason: str, entries: list[str], hint: str) -> Problem:
@@ -140,12 +168,9 @@ def build_status(
         _progressing(observation, held),
         _degraded(problems),
     ]
-    old = {c.get("type"): c for c in previous.get("conditions") or []}
-    for condition in conditions:
-        before = old.get(condition["type"]) or {}
-        same = before.get("status") == condition["status"] and before.get("lastTransitionTime")
-        condition["lastTransitionTime"] = before["lastTransitionTime"] if same else now
-        condition["observedGeneration"] = generation
+    for new in conditions:
+        stamp_transition(new, previous.get("conditions") or [], now)
+        new["observedGeneration"] = generation
     state = "Degraded" if problems else "Ready" if ready else "Progressing"
     return {
         "observedGeneration": generation,
@@ -154,14 +179,6 @@ def build_status(
         "conditions": conditions,
         "daemonSet": counts.model_dump(mode="json"),
     }
-
-
-def condition(type_: str, status: bool | None, reason: str, message: str) -> dict[str, Any]:
-    """A metav1.Condition without its times; status None is Unknown."""
-    if len(message) > MAX_MESSAGE_LENGTH:
-        message = message[: MAX_MESSAGE_LENGTH - 3] + "..."
-    text = "Unknown" if status is None else "True" if status else "False"
-    return {"type": type_, "status": text, "reason": reason, "message": message}
 
 
 def _ready(

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,10 +24,12 @@ from esnode_operator.api.fleet import Fleet
 from esnode_operator.children.desired import Children, desired_children
 from esnode_operator.children.placement import PlacementError
 from esnode_operator.children.servicemonitor import SERVICEMONITOR_API_VERSION
+from esnode_operator.conditions import utc_now
 from esnode_operator.kube import Kube, KubeError
 from esnode_operator.metrics import OperatorMetrics
 from esnode_operator.names import API_VERSION, KIND, child_name, fleet_selector
 from esnode_operator.reconcile.fleet_status import (
+    APPLY_FAILED,
     APPLY_REJECTED,
     INVALID_SPEC,
     NO_MATCHING_NODES,
@@ -37,6 +38,7 @@ from esnode_operator.reconcile.fleet_status import (
     Observation,
     Problem,
     build_status,
+    controller_problems,
     observe_daemonsets,
     pod_problems,
     status_differs,
@@ -51,13 +53,15 @@ _REFUSALS = (400, 403, 422)  # the apiserver will not take this object as it is
 
 @dataclass(frozen=True)
 class Outcome:
+    fleet: Mapping[str, Any]  # the body reconciled: what an Event is about
     status: dict[str, Any]
     patched: bool
     problems: tuple[Problem, ...]
 
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    @property
+    def retry(self) -> bool:
+        """A fault that may heal (5xx, no answer): the handler retries on the operator's schedule."""
+        return any(p.reason == APPLY_FAILED for p in self.problems)
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -165,7 +169,7 @@ class Reconciler:
                 "fleet status changed",
                 extra={"fleet": f"{key[0]}/{key[1]}", "state": status["state"], "ready": status["readyText"]},
             )
-        return Outcome(status, patched, problems)
+        return Outcome(body, status, patched, problems)
 
     # ------------------------------------------------------------------------------- apply
 
@@ -232,12 +236,15 @@ class Reconciler:
                 elif exc.status in _REFUSALS:
                     refused.append(f"{obj['kind']} {obj['metadata']['name']}: {exc.message}")
                 else:
-                    raise
+                    return (_apply_failed(obj, exc, "dry run"),)
         if refused:
             message = "the apiserver refused " + "; ".join(refused) + "; nothing was changed"
             return (Problem(APPLY_REJECTED, message, holds=True),)
         for obj in [*children.core, *([monitor] if monitor and not monitor_missing else [])]:
-            self._kube.apply(obj)
+            try:
+                self._kube.apply(obj)
+            except KubeError as exc:
+                return (_apply_failed(obj, exc, "apply"),)
             self._metrics.applies.labels(kind=obj["kind"]).inc()
         self._prune(fleet, children)
         if monitor_missing:
@@ -262,8 +269,9 @@ class Reconciler:
             stale += self._owned_monitor(fleet)
         for obj in stale:
             self._delete(obj)
+            # not extra["name"]: LogRecord reserves it (logging raises KeyError)
             log.info(
-                "deleted", extra={"fleet": fleet.ref, "kind": obj["kind"], "name": obj["metadata"]["name"]}
+                "deleted", extra={"fleet": fleet.ref, "kind": obj["kind"], "child": obj["metadata"]["name"]}
             )
 
     def _owned_monitor(self, fleet: Fleet) -> list[dict[str, Any]]:
@@ -301,6 +309,8 @@ class Reconciler:
         problems: list[Problem] = []
         if daemonsets and (not observation.rolled_out or observation.counts.unavailable):
             problems += pod_problems(self._kube.list("v1", "Pod", namespace, label_selector=selector))
+        if observation.counts.current < observation.counts.desired:  # pods the controller could not create
+            problems += controller_problems(self._kube.list("v1", "Event", namespace), daemonsets)
         if observation.settled and observation.counts.desired == 0 and not any(p.holds for p in findings):
             problems.append(self._no_agents(body))
         return observation, problems
@@ -320,6 +330,17 @@ class Reconciler:
             f"nodes match spec.nodeSelector {shown} but none can run an agent: check spec.affinity, "
             "and spec.tolerations against the nodes' taints",
         )
+
+
+def _apply_failed(obj: Mapping[str, Any], exc: KubeError, step: str) -> Problem:
+    """A fault that is no verdict on the object (5xx, no answer): held, and retried with backoff."""
+    answer = f"HTTP {exc.status} {exc.reason}" if exc.status else f"no answer ({exc.reason})"
+    return Problem(
+        APPLY_FAILED,
+        f"{step} of {obj['kind']} {obj['metadata']['name']} failed: {answer}: {exc.message}; "
+        "nothing more was changed, retrying",
+        holds=True,
+    )
 
 
 def _merged_selector(mine: Mapping[str, str], other: Any) -> dict[str, str] | None:
