@@ -10,7 +10,10 @@ from pathlib import Path
 
 import kopf
 
-from esnode_operator import handlers  # noqa: F401  # importing it registers the handlers with kopf
+from esnode_operator import (
+    __version__,
+    handlers,  # noqa: F401  # importing it registers the handlers with kopf
+)
 from esnode_operator.api.crd import render_crds
 from esnode_operator.context import OperatorOptions
 from esnode_operator.metrics import DEFAULT_METRICS_PORT
@@ -24,6 +27,7 @@ _RANDOM_PRIORITY_RANGE = (1, 1_000_000)
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="esnode operator: EsnodeFleet -> node agents.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run the operator (the default command)")
     scope = run.add_mutually_exclusive_group()
@@ -115,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if not arguments or arguments[0] not in (*COMMANDS, "-h", "--help"):
+    if not arguments or arguments[0] not in (*COMMANDS, "-h", "--help", "--version"):
         arguments.insert(0, "run")
     args = _parser().parse_args(arguments)
     if args.command == "crds":

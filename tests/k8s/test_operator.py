@@ -192,7 +192,7 @@ def test_gpu_fleet_runs_agents_on_the_gpu_nodes_and_reports_ready(cluster: Clust
     assert cluster.condition("gpus", "Degraded")["status"] == "False"
     table = cluster.env.kubectl("get", "esnodefleets", "-n", cluster.namespace).stdout
     header, row = table.splitlines()
-    assert header.split() == ["NAME", "READY", "NODES", "POWER", "OVER-ENVELOPE", "STATUS", "AGE"]
+    assert header.split() == ["NAME", "READY", "NODES", "STALE", "POWER", "OVER-ENVELOPE", "STATUS", "WHY", "AGE"]
     # NODES counts nodes reporting: kwok runs no agent, so none (test_node_reports.py runs real ones)
     assert row.split()[:3] == ["gpus", "2/2", "0"] and "Ready" in row.split()
 

@@ -255,7 +255,7 @@ class PowerEnvelope(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=validations(  # issue 19: a second identical selector would be ignored
             cel(
-                "self.overrides.all(o, self.overrides.filter(p, p.nodeSelector == o.nodeSelector).size() == 1)",
+                "!has(self.overrides) || self.overrides.all(o, self.overrides.filter(p, p.nodeSelector == o.nodeSelector).size() == 1)",
                 "two overrides have the same nodeSelector: the second would never apply",
                 ".overrides",
             )
