@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from test_node_reports import agent_process, token_kubeconfig
+from kwok_pod_processes import token_kubeconfig
+from test_node_reports import agent_process
 
 pytestmark = pytest.mark.k8s
 
@@ -58,7 +59,7 @@ def guarded_agent(testenv: Env, namespace: str, tmp_path: Path) -> Iterator[tupl
             account: testenv.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
             for account in ("esnode-agent", "prometheus", "stranger")
         }
-        kubeconfig = token_kubeconfig(testenv, tokens["esnode-agent"], tmp_path / "agent.kubeconfig")
+        kubeconfig = token_kubeconfig(testenv.kubeconfig, tokens["esnode-agent"], tmp_path / "agent.kubeconfig")
         with agent_process.agent(
             "--kubeconfig", str(kubeconfig), "--metrics-auth", "kubernetes",
             "--gpu-backend", "sim:h100x8", "--scrape-interval", "1",
