@@ -42,8 +42,6 @@ PROMETHEUS = "k8s"  # kube-prometheus-stack's Prometheus is monitoring/k8s too
 CHART_VALUES = [
     "--set-json",
     'fleet.spec.env=[{"name": "ESNODE_GPU_BACKEND", "value": "sim:h100x8"}]',
-    "--set",
-    "fleet.spec.gpu.k8sMode=true",
 ]
 # (pod, container, GPUs): what the kubelet's pod-resources API then reports on their nodes.
 WORKLOADS = [("trainer-0", "trainer", 2), ("trainer-1", "trainer", 2), ("inference", "server", 1)]

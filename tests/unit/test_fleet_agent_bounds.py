@@ -29,7 +29,6 @@ PAIRS: list[tuple[type[BaseModel], str, str]] = [
     (ReportSettings, "power_step_watts", "report_power_step_watts"),
     (GpuOptions, "pod_resources_socket", "pod_resources_socket"),
     (GpuOptions, "mig", "enable_gpu_mig"),
-    (GpuOptions, "k8s_mode", "k8s_mode"),
     (GpuOptions, "dcgm_compat", "gpu_dcgm_compat"),
 ]
 
@@ -83,5 +82,7 @@ def test_every_fleet_setting_the_operator_renders_is_held_here() -> None:
     # The fleet says "all" where an agent run by hand reads NVIDIA_VISIBLE_DEVICES; the agent's own
     # check (parse_device_list) validates what the operator renders (build_agent_config).
     fixed_by_the_operator.add("gpu_visible_devices")
+    # Pod attribution is on in a fleet (there is a kubelet) and off for an agent run by hand.
+    fixed_by_the_operator.add("k8s_mode")
     collector_switches = {key for key in rendered if key.startswith("enable_") and key != "enable_gpu_mig"}
     assert rendered - held - fixed_by_the_operator - collector_switches == set()

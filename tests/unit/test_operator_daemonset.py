@@ -156,12 +156,10 @@ def test_host_network_stays_an_option() -> None:
     assert container(daemonset)["ports"] == [{"name": "metrics", "containerPort": 9101, "protocol": "TCP"}]
 
 
-def test_k8s_mode_mounts_the_pod_resources_directory_read_only() -> None:
-    without = only_daemonset({})
+def test_pod_attribution_is_on_by_default_and_mounts_the_pod_resources_directory_read_only() -> None:
+    without = only_daemonset({"gpu": {"k8sMode": False}})
     assert "pod-resources" not in {v["name"] for v in pod(without)["volumes"]}
-    daemonset = only_daemonset(
-        {"gpu": {"k8sMode": True, "podResourcesSocket": "/var/lib/kubelet/pod-resources/kubelet.sock"}}
-    )
+    daemonset = only_daemonset({})
     volumes = {v["name"]: v for v in pod(daemonset)["volumes"]}
     mounts = {m["name"]: m for m in container(daemonset)["volumeMounts"]}
     assert volumes["pod-resources"]["hostPath"] == {

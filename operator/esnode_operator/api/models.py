@@ -165,7 +165,7 @@ class GpuOptions(CamelModel):
     )
     mig: bool = Field(True, description="Collect per-MIG-instance metrics of GPUs in MIG mode")
     k8s_mode: bool = Field(
-        False,
+        True,  # in a cluster, GPU series name the pod holding the GPU, as dcgm-exporter's do
         alias="k8sMode",  # to_camel would say k8SMode
         description="Attribute GPUs to pods through the kubelet's pod-resources socket (mounted read-only)",
     )
