@@ -67,7 +67,7 @@ def test_collector_timeout_follows_a_short_interval(tmp_path: Path) -> None:
         (
             {"scrape_interval_seconds": "-1"},
             None,
-            "invalid config: scrape_interval_seconds='-1' from flag --scrape-interval: Input should be greater than 0",
+            "invalid config: scrape_interval_seconds='-1' from flag --scrape-interval: Input should be greater than or equal to 0.1",
         ),
         ({}, "scrape_intervall_seconds = 5\n", "unknown config key 'scrape_intervall_seconds' in "),
         ({}, "enable_gpu = 'sometimes'\n", "invalid config: enable_gpu='sometimes' from "),

@@ -98,7 +98,7 @@ INVALID = {
         "take none",
     ),
     "port out of range": ({"port": 70000}, "less than or equal to 65535"),
-    "interval of zero seconds": ({"scrapeIntervalSeconds": 0}, "greater than 0"),
+    "interval of zero seconds": ({"scrapeIntervalSeconds": 0}, "greater than or equal to 0.1"),
     "collector timeout above interval": (
         {"scrapeIntervalSeconds": 2, "agent": {"collectorTimeoutSeconds": 3}},
         "must not exceed scrapeIntervalSeconds",

@@ -14,7 +14,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from esnode_agent.collectors.app_counters import CounterNames, counter_increase
-from esnode_agent.collectors.app_metrics import MODEL_INFO, REQUESTS, TOKENS, AppMetricsCollector, AppTarget
+from esnode_agent.collectors.app_metrics import (
+    MODEL_INFO,
+    REQUESTS,
+    TOKENS,
+    AppLimits,
+    AppMetricsCollector,
+    AppTarget,
+)
 from esnode_agent.collectors.gpu_specs import PLAIN as GPU
 from esnode_agent.collectors.node_power import NODE_ENERGY
 from esnode_agent.config.model import AgentConfig
@@ -171,6 +178,11 @@ def efficiency_collectors(config: AgentConfig) -> list[Collector]:
     targets = [AppTarget(url, config.app_model_names.get(url)) for url in config.app_metrics_urls]
     names = CounterNames(config.app_token_counters, config.app_request_counters)
     return [
-        AppMetricsCollector(targets, names, config.effective_app_metrics_timeout_seconds),
+        AppMetricsCollector(
+            targets,
+            names,
+            config.effective_app_metrics_timeout_seconds,
+            AppLimits(config.app_max_body_bytes, config.app_max_models_per_target, config.app_max_remembered_models),
+        ),
         EfficiencyCollector(config.app_efficiency_window_seconds, config.app_gpu_uuids),
     ]

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode
 
+from esnode_agent.config.url_credentials import redact_url, refuse_url_credentials
 from esnode_agent.gpu.sim_profile import check_backend_spec
 from esnode_agent.gpu.visibility import parse_device_list
 
@@ -43,6 +44,9 @@ DEFAULT_APP_TOKEN_COUNTERS = (
 )
 DEFAULT_APP_REQUEST_COUNTERS = ("model_requests_total", "vllm:request_success_total", "tgi_request_success")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+# A cycle costs about 4 ms of CPU: 0.1 s keeps a misconfigured agent under a twentieth of a core
+# (1e-9 s was accepted and logged 2,000 warnings a second).
+MIN_SCRAPE_INTERVAL_SECONDS = 0.1
 
 
 def _split_commas(text: str) -> list[str]:
@@ -83,7 +87,8 @@ def _check_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
     for url in urls:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http(s) URL with a host")
+            raise ValueError(f"{redact_url(url)!r} is not an http(s) URL with a host")
+        refuse_url_credentials(url)
     return tuple(dict.fromkeys(urls))
 
 
@@ -142,7 +147,9 @@ class AgentConfig(BaseModel):
     telemetry_path: str = Field(
         "/metrics", pattern=r"^/[^?#\s]*$", description="Path of the Prometheus exposition (node_exporter's)"
     )
-    scrape_interval_seconds: float = Field(5.0, gt=0, le=3600, description="Collection period")
+    scrape_interval_seconds: float = Field(
+        5.0, ge=MIN_SCRAPE_INTERVAL_SECONDS, le=3600, description="Collection period"
+    )
     collector_timeout_seconds: float | None = Field(
         None, gt=0, le=600, description="A collector running longer is skipped; unset: min(3 s, interval)"
     )
@@ -239,6 +246,17 @@ class AgentConfig(BaseModel):
     )
     app_efficiency_window_seconds: float = Field(
         60.0, gt=0, le=3600, description="Window of the per-joule and per-second efficiency figures"
+    )
+
+    # Model efficiency, hostile-input bounds (issue 18): what one endpoint may cost per fetch.
+    app_max_body_bytes: int = Field(
+        8 * 2**20, ge=1024, le=2**30, description="Largest exposition read from an endpoint, counted after gzip"
+    )
+    app_max_models_per_target: int = Field(
+        1000, ge=1, le=100_000, description="Models read per endpoint; the rest are dropped and counted"
+    )
+    app_max_remembered_models: int = Field(
+        5000, ge=1, le=1_000_000, description="Models whose totals are kept; the least recently seen go first"
     )
 
     @model_validator(mode="after")

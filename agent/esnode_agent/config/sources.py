@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource
 
 from esnode_agent.config.model import AgentConfig
+from esnode_agent.config.url_credentials import redact_url
 
 ENV_PREFIX = "ESNODE_"
 CONFIG_FILE_ENV = "ESNODE_CONFIG"
@@ -53,7 +54,7 @@ def load_config(flags: Mapping[str, Any], cwd: Path | None = None) -> LoadedConf
     try:
         config = AgentConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, merged, sources)) from None
+        raise ConfigError(redact_url(_describe(exc, merged, sources))) from None
     effective = {name: sources.get(name, DEFAULT_SOURCE) for name in AgentConfig.model_fields}
     return LoadedConfig(config, effective)
 
@@ -87,6 +88,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"cannot parse config file {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot parse config file {path}: not UTF-8 at byte {exc.start}") from None
 
 
 def _describe(exc: ValidationError, values: Mapping[str, Any], sources: Mapping[str, str]) -> str:

@@ -63,10 +63,26 @@ class CollectionLoop:
     async def run_once(self) -> Snapshot:
         started = time.monotonic()
         self.last_cycle_started_monotonic = started
+        readers = [stage for stage in self._stages if stage[0].stage == STAGE_READ]
+        read_runs = [await self._run_readers(stage, started) for stage in readers]
+        # Everything after the reads is computation over samples in memory, linear in their number
+        # but heavy with 10,000 models: one thread hop for all of it keeps the event loop (and so
+        # /healthz) free whatever the cycle holds.
+        snapshot = await asyncio.to_thread(self._finish_cycle, started, read_runs)
+        await self._on_snapshot(snapshot)
+        return snapshot
+
+    def _finish_cycle(self, started: float, read_runs: list[list[_Run]]) -> Snapshot:
         collected = SampleIndex()
         health: list[CollectorHealth] = []
+        read_stages = iter(read_runs)
         for stage in self._stages:
-            runs = await self._run_stage(stage, SampleSinkFactory(started, collected))
+            sinks = SampleSinkFactory(started, collected)
+            runs = (
+                next(read_stages)
+                if stage[0].stage == STAGE_READ
+                else [_collect(c, sinks.new()) for c in stage]
+            )
             samples = list(collected)
             for collector, run in zip(stage, runs, strict=True):
                 health.append(self._record(collector.name, run))
@@ -75,21 +91,17 @@ class CollectionLoop:
         finished_wall = time.time()
         sink = SampleSink(started)
         add_self_metrics(sink, tuple(health), finished_wall)
-        snapshot = Snapshot(
+        return Snapshot(
             sequence=next(self._sequence),
             timestamp_seconds=finished_wall,
             cycle_seconds=time.monotonic() - started,
             samples=SampleIndex([*collected, *sink.samples]),
             health=tuple(health),
         )
-        await self._on_snapshot(snapshot)
-        return snapshot
 
-    async def _run_stage(self, stage: Sequence[Collector], sinks: SampleSinkFactory) -> list[_Run]:
-        """Readers each in a worker thread, all awaited under one deadline; later stages only
-        compute over samples already in memory, so they run here without a thread hop."""
-        if stage[0].stage != STAGE_READ:
-            return [_collect(collector, sinks.new()) for collector in stage]
+    async def _run_readers(self, stage: Sequence[Collector], started: float) -> list[_Run]:
+        """Readers each in a worker thread, all awaited under one deadline; they see no upstream."""
+        sinks = SampleSinkFactory(started, SampleIndex())
         runs: dict[str, _Run] = {}
         waiting: dict[Future[_Run], Collector] = {}
         for collector in stage:

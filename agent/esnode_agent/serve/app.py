@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
@@ -20,7 +19,6 @@ from esnode_agent import __version__
 from esnode_agent.serve.exposition import Payload
 from esnode_agent.serve.history_route import export_route
 from esnode_agent.serve.publication import Latest
-from esnode_agent.serve.status_view import status_view
 
 _LANDING_PAGE = """<!doctype html>
 <html><head><title>esnode agent</title></head><body>
@@ -133,7 +131,7 @@ def create_app(
         publication = latest.current
         if publication is None:
             return JSONResponse({"error": "no collection cycle has finished yet"}, status_code=503)
-        return JSONResponse(status_view(publication.snapshot, time.time()))
+        return Response(publication.status.at(time.time()), media_type="application/json")
 
     async def events(_: Request) -> Response:
         async def stream() -> AsyncIterator[dict[str, str]]:
@@ -141,8 +139,8 @@ def create_app(
             while True:
                 publication = await latest.next_after(sequence)
                 sequence = publication.snapshot.sequence
-                view = status_view(publication.snapshot, time.time())
-                yield {"event": "snapshot", "id": str(sequence), "data": json.dumps(view)}
+                view = publication.status.at(time.time()).decode()
+                yield {"event": "snapshot", "id": str(sequence), "data": view}
 
         return EventSourceResponse(stream(), ping=15)
 

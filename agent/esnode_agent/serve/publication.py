@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 from esnode_agent.cycle.snapshot import Snapshot
 from esnode_agent.serve.exposition import Exposition, render
+from esnode_agent.serve.status_view import RenderedStatus, render_status
 
 
 @dataclass(frozen=True, slots=True)
 class Publication:
     snapshot: Snapshot
     exposition: Exposition
+    status: RenderedStatus
 
 
 class Latest:
@@ -23,9 +25,9 @@ class Latest:
         self._changed = asyncio.Condition()
 
     async def publish(self, snapshot: Snapshot) -> None:
-        exposition = await asyncio.to_thread(render, snapshot.samples)
+        exposition, status = await asyncio.to_thread(_render, snapshot)
         async with self._changed:
-            self.current = Publication(snapshot, exposition)
+            self.current = Publication(snapshot, exposition, status)
             self._changed.notify_all()
 
     async def next_after(self, sequence: int) -> Publication:
@@ -36,3 +38,7 @@ class Latest:
             )
             assert self.current is not None
             return self.current
+
+
+def _render(snapshot: Snapshot) -> tuple[Exposition, RenderedStatus]:
+    return render(snapshot.samples), render_status(snapshot)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from esnode_agent.capping import collector as capping
@@ -19,6 +21,26 @@ from esnode_agent.collectors import (
 from esnode_agent.collectors.gpu_specs import PLAIN as GPU
 from esnode_agent.cycle.samples import Sample, SampleIndex
 from esnode_agent.cycle.snapshot import Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedStatus:
+    """The view serialised once per cycle, off the event loop; only its data age is per request
+    (/status took 6.5 s at 3,000 models when the view was built per request on the loop)."""
+
+    timestamp_seconds: float
+    members_after_age: bytes  # the JSON object's other members, each preceded by ", "
+
+    def at(self, now_seconds: float) -> bytes:
+        age = round(max(0.0, now_seconds - self.timestamp_seconds), 3)
+        return b'{"data_age_seconds": ' + json.dumps(age).encode() + self.members_after_age
+
+
+def render_status(snapshot: Snapshot) -> RenderedStatus:
+    view = status_view(snapshot, snapshot.timestamp_seconds)
+    del view["data_age_seconds"]
+    members = json.dumps(view).encode()[1:]  # drops "{"; a view always has members
+    return RenderedStatus(snapshot.timestamp_seconds, b", " + members)
 
 
 def status_view(snapshot: Snapshot, now_seconds: float) -> dict[str, Any]:

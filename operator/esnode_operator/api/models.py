@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic.alias_generators import to_camel
 
 from esnode_agent import __version__
+from esnode_agent.config.model import MIN_SCRAPE_INTERVAL_SECONDS
 
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/esnode/esnode-agent"
 DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
@@ -385,7 +386,9 @@ class FleetSpec(CamelModel):
         description="Run in the node's network namespace. Not needed for network metrics: the agent reads the "
         "node's interfaces through the host's PID 1",
     )
-    scrape_interval_seconds: float = Field(5.0, gt=0, le=3600, description="Agent collection period")
+    scrape_interval_seconds: float = Field(
+        5.0, ge=MIN_SCRAPE_INTERVAL_SECONDS, le=3600, description="Agent collection period"
+    )
     collectors: Collectors = Field(default=Collectors())
     gpu: GpuOptions = Field(default=GpuOptions())
     power_envelope: PowerEnvelope = Field(default=PowerEnvelope())
