@@ -180,4 +180,5 @@ async def power_summary(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf
         entries=lambda: list(reports.get(key, ())),
         stopped=lambda: bool(stopped),
         pause=stopped.wait,
+        spec=lambda: body.get("spec") or {},  # live: a budget change applies without a restart
     )
