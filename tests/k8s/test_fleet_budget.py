@@ -86,6 +86,13 @@ def test_the_operator_shares_a_budget_below_demand_and_the_agents_follow_a_chang
         envelopes = [n["spec"]["envelopeWatts"] for n in esnode_nodes(cluster).values()]
         assert all(FLOOR_WATTS <= e <= CEILING_WATTS for e in envelopes)
 
-        # A budget that cannot cover the floors says so.
-        set_budget(cluster, totalWatts=FLOOR_WATTS)
-        cluster.wait_condition("budget", "BudgetInsufficient", "True", "FloorsExceedBudget")
+        # A node that leaves keeps its envelope until stale; then its ceiling (above this budget) is
+        # reserved: the others drop to their floors, and the fleet says the budget cannot cover them.
+        agents.stop("kwok-node-3")
+        cluster.wait_condition("budget", "BudgetInsufficient", "True", "FloorsExceedBudget", timeout=40)
+        cluster.wait(
+            "the reporting nodes at their floors",
+            lambda: (
+                [esnode_nodes(cluster)[n]["spec"]["envelopeWatts"] for n in NODES[:2]] == [FLOOR_WATTS] * 2
+            ),
+        )
