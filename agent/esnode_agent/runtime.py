@@ -20,6 +20,7 @@ from esnode_agent.config.sources import ConfigError
 from esnode_agent.cycle.loop import CollectionLoop
 from esnode_agent.cycle.snapshot import Snapshot
 from esnode_agent.history.writer import build_history_writer
+from esnode_agent.report.fleet_envelope import follow_fleet_envelope
 from esnode_agent.report.wiring import build_reporter, kube_auth_guard
 from esnode_agent.serve.app import create_app
 from esnode_agent.serve.publication import Latest
@@ -84,9 +85,9 @@ def bind_listener(config: AgentConfig) -> socket.socket:
 
 async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher | None = None) -> None:
     latest = Latest()
-    reporter = build_reporter(config)
     history = build_history_writer(config)  # a bad path fails before any collector starts
     collectors = build_collectors(config)
+    reporter = build_reporter(config, follow_fleet_envelope(collectors))  # fleet budget: envelope from spec
     # Power capping: opt-in; acts after each cycle, in a worker thread (NVML calls block).
     capper = build_capper(config, collectors)
     if capper is not None:

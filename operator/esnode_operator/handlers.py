@@ -204,4 +204,5 @@ async def power_summary(
         entries=lambda: list(node_reports.get(key, ())),
         stopped=lambda: bool(stopped),
         pause=stopped.wait,
+        spec=lambda: body.get("spec") or {},  # live: a budget change applies without a restart
     )

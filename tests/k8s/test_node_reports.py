@@ -162,7 +162,8 @@ class Agents:
             node: pod_token(cluster, self.fleet, pods[node], workdir / f"{node}.kubeconfig") for node in NODES
         }
 
-    def start(self, node: str, envelope_watts: float) -> None:
+    def start(self, node: str, envelope_watts: float | None) -> None:
+        """``envelope_watts`` None: no configured envelope (the fleet's budget may give one)."""
         stack = ExitStack()
         sysfs = self.workdir / f"sys-{node}-{time.monotonic_ns()}"
         rapl = stack.enter_context(agent_process.RaplTree(sysfs, package_watts=(180.0, 170.0)))
@@ -171,7 +172,8 @@ class Agents:
                 "--kubeconfig", str(self.kubeconfigs[node]), "--node-name", node,
                 "--namespace", self.cluster.namespace, "--fleet", self.fleet, "--fleet-uid", self.uid,
                 "--gpu-backend", "sim:h100x8", "--path-sysfs", str(rapl.sysfs),
-                "--node-power-envelope-watts", str(envelope_watts), "--scrape-interval", "1",
+                *([] if envelope_watts is None else ["--node-power-envelope-watts", str(envelope_watts)]),
+                "--scrape-interval", "1",
                 "--report-heartbeat-seconds", str(HEARTBEAT_SECONDS), "--node-condition",
                 log_path=self.workdir / f"agent-{node}.log",
             )

@@ -19,18 +19,41 @@ HEADROOM = gauge(
 )
 
 
+class EnvelopeHolder:
+    """The envelope in force: the configured one wins; else the one the fleet's budget gave this node
+    (from its EsnodeNode's spec.envelopeWatts, handed in by the node reporter)."""
+
+    def __init__(self, static_watts: float | None) -> None:
+        self.static_watts = static_watts
+        self._fleet_watts: float | None = None
+
+    @property
+    def current_watts(self) -> float | None:
+        return self.static_watts if self.static_watts is not None else self._fleet_watts
+
+    def offer_fleet(self, watts: float | None) -> bool:
+        """Take the fleet's envelope (None: none); True when the envelope in force changed."""
+        before = self.current_watts
+        self._fleet_watts = watts
+        return self.current_watts != before
+
+
 class EnvelopeCollector:
-    """Registered only when an envelope is configured; without node power it reports the budget alone."""
+    """Registered when an envelope is configured or may come from the fleet; without one it reports
+    nothing, without node power it reports the budget alone."""
 
     name = "envelope"
     stage = STAGE_ASSESS
 
-    def __init__(self, envelope_watts: float) -> None:
-        self._envelope_watts = envelope_watts
+    def __init__(self, envelope: EnvelopeHolder | float) -> None:
+        self.holder = envelope if isinstance(envelope, EnvelopeHolder) else EnvelopeHolder(envelope)
 
     def collect(self, sink: SampleSink) -> None:
-        sink.add(ENVELOPE, self._envelope_watts)
+        envelope_watts = self.holder.current_watts
+        if envelope_watts is None:
+            return
+        sink.add(ENVELOPE, envelope_watts)
         power_watts = sink.upstream.value(NODE_POWER.name)
         if power_watts is not None:
-            sink.add(EXCEEDED, 1 if power_watts > self._envelope_watts else 0)
-            sink.add(HEADROOM, self._envelope_watts - power_watts)
+            sink.add(EXCEEDED, 1 if power_watts > envelope_watts else 0)
+            sink.add(HEADROOM, envelope_watts - power_watts)

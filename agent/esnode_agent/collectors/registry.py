@@ -6,7 +6,7 @@ from esnode_agent.collectors.cpu import CpuCollector
 from esnode_agent.collectors.degradation import DegradationCollector, Thresholds
 from esnode_agent.collectors.diskstats import DiskStatsCollector
 from esnode_agent.collectors.efficiency import efficiency_collectors
-from esnode_agent.collectors.envelope import EnvelopeCollector
+from esnode_agent.collectors.envelope import EnvelopeCollector, EnvelopeHolder
 from esnode_agent.collectors.filesystem import FilesystemCollector
 from esnode_agent.collectors.gpu import build_gpu_collector
 from esnode_agent.collectors.hwmon import HwmonCollector
@@ -28,8 +28,8 @@ def build_collectors(config: AgentConfig) -> list[Collector]:
             HwmonCollector(config.path_sysfs),
             NodePowerCollector(config.node_power_sensor),
         ]
-    if config.node_power_envelope_watts is not None:
-        collectors.append(EnvelopeCollector(config.node_power_envelope_watts))
+    if config.node_power_envelope_watts is not None or config.fleet:  # a fleet may give an envelope
+        collectors.append(EnvelopeCollector(EnvelopeHolder(config.node_power_envelope_watts)))
     procfs = config.path_procfs
     if config.enable_cpu:
         collectors.append(CpuCollector(procfs))

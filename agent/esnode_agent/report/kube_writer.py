@@ -39,16 +39,20 @@ class KubeStatusWriter:
         self._namespace = namespace
         self._fleet_uid = fleet_uid
 
-    def write_report(self, report: NodeReport) -> None:
+    def write_report(self, report: NodeReport) -> float | None:
+        """Write the report; returns the envelope the fleet's budget gives this node (its
+        EsnodeNode's spec.envelopeWatts, in the object the write returns), None for none."""
         # Nulls stay in: in a merge patch they delete what an earlier report said (an envelope removed).
         body = {"status": report.model_dump(mode="json", by_alias=True)}
         try:
-            self._patch_status(report.node_name, body)
+            written = self._patch_status(report.node_name, body)
         except ApiException as exc:
             if exc.status != HTTP_NOT_FOUND:
                 raise
             self._create(report)
-            self._patch_status(report.node_name, body)
+            written = self._patch_status(report.node_name, body)
+        envelope = ((written or {}).get("spec") or {}).get("envelopeWatts")
+        return float(envelope) if isinstance(envelope, int | float) else None
 
     def write_node_condition(self, report: NodeReport, transition_time: datetime) -> None:
         """Node-problem-detector style; a strategic merge keys on `type`, leaving kubelet's conditions be."""
@@ -66,10 +70,11 @@ class KubeStatusWriter:
             report.node_name, {"status": {"conditions": [condition]}}, _content_type=STRATEGIC_MERGE
         )
 
-    def _patch_status(self, name: str, body: dict[str, Any]) -> None:
-        self._objects.patch_namespaced_custom_object_status(
+    def _patch_status(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        written = self._objects.patch_namespaced_custom_object_status(
             GROUP, VERSION, self._namespace, NODE_PLURAL, name, body, _content_type=MERGE_PATCH
         )
+        return written if isinstance(written, dict) else None
 
     def _create(self, report: NodeReport) -> None:
         metadata: dict[str, Any] = {

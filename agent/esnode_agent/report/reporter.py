@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -36,8 +37,15 @@ class ReportTarget:
 
 
 class Reporter:
-    def __init__(self, writer: KubeStatusWriter, policy: ReportPolicy, target: ReportTarget) -> None:
+    def __init__(
+        self,
+        writer: KubeStatusWriter,
+        policy: ReportPolicy,
+        target: ReportTarget,
+        on_envelope: Callable[[float | None], None] | None = None,
+    ) -> None:
         self._writer = writer
+        self._on_envelope = on_envelope  # gets the fleet's envelope for this node after each write
         self._policy = policy
         self._target = target
         self._pending: Snapshot | None = None
@@ -73,7 +81,7 @@ class Reporter:
         if reason is None:
             return
         try:
-            await asyncio.to_thread(self._writer.write_report, report)
+            envelope_watts = await asyncio.to_thread(self._writer.write_report, report)
         except Exception as exc:  # any API or network fault: retry later, keep collecting
             self._back_off(now, exc)
             return
@@ -81,6 +89,8 @@ class Reporter:
             log.info("node report recovered", extra={"failures": self._failures})
         self._failures = 0
         self._last, self._last_written_seconds = report, now
+        if self._on_envelope is not None:
+            self._on_envelope(envelope_watts)
         log.debug("node report written", extra={"reason": reason})
         if self._target.node_condition and report.exceeded != self._condition_exceeded:
             await self._write_condition(report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,9 @@ def _namespace(config: AgentConfig) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def build_reporter(config: AgentConfig) -> Reporter | None:
+def build_reporter(
+    config: AgentConfig, on_envelope: Callable[[float | None], None] | None = None
+) -> Reporter | None:
     if config.kubeconfig is None and not _in_cluster():
         return None
     node_name = config.node_name or os.environ.get("NODE_NAME")
@@ -65,7 +68,8 @@ def build_reporter(config: AgentConfig) -> Reporter | None:
         config.report_heartbeat_seconds, config.report_power_step_watts, config.report_min_interval_seconds
     )
     log.info("node report on", extra={"node": node_name, "fleet": config.fleet, "namespace": namespace})
-    return Reporter(writer, policy, ReportTarget(node_name, config.fleet, config.node_condition))
+    target = ReportTarget(node_name, config.fleet, config.node_condition)
+    return Reporter(writer, policy, target, on_envelope)
 
 
 def kube_auth_guard(app: ASGIApp, config: AgentConfig) -> ASGIApp:

@@ -274,6 +274,39 @@ class PowerEnvelope(CamelModel):
         return self
 
 
+# Fleet power budget (issue 16): the operator shares totalWatts out as per-node envelopes.
+DEFAULT_FLOOR_WATTS = 1000.0
+DEFAULT_CEILING_WATTS = 12000.0
+
+
+class PowerBudget(CamelModel):
+    """A feed the fleet must stay under, shared out as envelopes written into each EsnodeNode's spec."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.floorWatts) || !has(self.ceilingWatts) || self.floorWatts <= self.ceilingWatts",
+                "powerBudget.floorWatts must not exceed ceilingWatts",
+                ".floorWatts",
+            )
+        )
+    )
+
+    total_watts: Watts | None = Field(None, description="The fleet's feed; unset: no budget (off)")
+    floor_watts: Watts = Field(
+        DEFAULT_FLOOR_WATTS, description="The least envelope a node gets (its GPUs at their minimum limits)"
+    )
+    ceiling_watts: Watts = Field(
+        DEFAULT_CEILING_WATTS, description="The most a node gets; reserved for a node that stopped reporting"
+    )
+
+    @model_validator(mode="after")
+    def _floor_within_ceiling(self) -> PowerBudget:
+        if self.floor_watts > self.ceiling_watts:
+            raise ValueError("powerBudget.floorWatts must not exceed ceilingWatts")
+        return self
+
+
 class ServiceMonitorSpec(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -392,6 +425,7 @@ class FleetSpec(CamelModel):
     collectors: Collectors = Field(default=Collectors())
     gpu: GpuOptions = Field(default=GpuOptions())
     power_envelope: PowerEnvelope = Field(default=PowerEnvelope())
+    power_budget: PowerBudget = Field(default=PowerBudget())  # fleet power budget (issue 16)
     service_monitor: ServiceMonitorSpec = Field(default=ServiceMonitorSpec())
     report: ReportSettings = Field(default=ReportSettings())
     node_condition: bool = Field(
@@ -484,6 +518,13 @@ class PowerSummary(CamelModel):
     total_gpu_power_watts: float | None = Field(
         None, ge=0, description="GPU power summed over reporting nodes"
     )
+    # Fleet power budget (issue 16); unset while spec.powerBudget.totalWatts is.
+    budget_watts: float | None = Field(None, ge=0, description="spec.powerBudget.totalWatts")
+    allocated_watts: float | None = Field(None, ge=0, description="Envelopes held by the fleet's nodes, summed")
+    headroom_watts: float | None = Field(None, description="Budget less the power drawn (totalPowerWatts)")
+    nodes_capped: int | None = Field(
+        None, ge=0, description="Reporting nodes whose GPUs esnode holds under their limit"
+    )
 
 
 class FleetStatus(CamelModel):
@@ -507,4 +548,7 @@ class NodeReportSpec(CamelModel):
     node_name: NodeName = Field(min_length=1, description="The Node this report describes")
     fleet: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
         description="The EsnodeFleet whose agent writes it"
+    )
+    envelope_watts: Watts | None = Field(
+        None, description="Envelope from the fleet's power budget (written by the operator); a static one wins"
     )

@@ -14,10 +14,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
+from esnode_operator.api.models import PowerBudget
 from esnode_operator.conditions import utc_now
-from esnode_operator.kube import Kube
+from esnode_operator.kube import Kube, resource_path
 from esnode_operator.metrics import OperatorMetrics
-from esnode_operator.names import POWER_FIELD_MANAGER
+from esnode_operator.names import API_VERSION, NODE_KIND, POWER_FIELD_MANAGER
+from esnode_operator.power.fleet_budget import (
+    BudgetStep,
+    FleetBudget,
+    budget_condition,
+    budget_summary,
+    envelope_patch,
+)
 from esnode_operator.power.summary import NodeEntry, power_status, summarize
 from esnode_operator.reconcile.fleet_status import status_differs
 
@@ -33,12 +43,20 @@ class PowerStatus:
         self._status = status  # as last read or written; only our fields are compared
 
     def update(
-        self, entries: Iterable[NodeEntry], now_seconds: float, now_text: str
+        self,
+        entries: Iterable[NodeEntry],
+        now_seconds: float,
+        now_text: str,
+        budget: tuple[PowerBudget, BudgetStep] | None = None,
     ) -> dict[str, Any] | None:
         """The status fragment to apply, or None when the fleet's status already says it."""
-        fragment = power_status(
-            summarize(entries, now_seconds), self._status.get("conditions") or [], now_text
-        )
+        nodes = list(entries)
+        summary = summarize(nodes, now_seconds)
+        extra = None
+        if budget is not None:
+            summary = budget_summary(summary, *budget, nodes, now_seconds)
+            extra = budget_condition(*budget, len(nodes))
+        fragment = power_status(summary, self._status.get("conditions") or [], now_text, extra)
         return fragment if status_differs(self._status, fragment) else None
 
     def written(self, fragment: Mapping[str, Any]) -> None:
@@ -53,13 +71,22 @@ async def keep_power_status(
     entries: Callable[[], Iterable[NodeEntry]],
     stopped: Callable[[], bool],
     pause: Callable[[float], Any],
+    spec: Callable[[], Mapping[str, Any]] | None = None,
 ) -> None:
-    """Loop until ``stopped()``: summarize ``entries()``, apply on change, ``await pause(PERIOD)``."""
+    """Loop until ``stopped()``: share the budget of ``spec()`` (the fleet's live spec; default: the
+    spec ``fleet`` had), summarize ``entries()``, apply on change, ``await pause(PERIOD)``."""
     metadata = fleet["metadata"]
     ref = f"{metadata['namespace']}/{metadata['name']}"
     status = PowerStatus(fleet.get("status") or {})
+    shares = FleetBudget()
     while not stopped():
-        fragment = status.update(entries(), time.time(), utc_now())
+        nodes, now_seconds = list(entries()), time.time()
+        budget = fleet_budget((spec or (lambda: fleet.get("spec") or {}))())
+        step = shares.step(budget, nodes, now_seconds)
+        await _write_envelopes(
+            kube, metadata["namespace"], step, nodes=nodes, shares=shares, now_seconds=now_seconds
+        )
+        fragment = status.update(nodes, now_seconds, utc_now(), (budget, step))
         if fragment is not None:
             try:
                 await asyncio.to_thread(kube.apply_status, fleet, fragment, POWER_FIELD_MANAGER)
@@ -69,3 +96,40 @@ async def keep_power_status(
                 status.written(fragment)
                 metrics.power_status_patches.inc()
         await pause(PERIOD_SECONDS)
+
+
+def fleet_budget(spec: Mapping[str, Any]) -> PowerBudget:
+    """The fleet's budget; off for a spec the apiserver should have refused (a foreign writer)."""
+    try:
+        return PowerBudget.model_validate(spec.get("powerBudget") or {})
+    except ValidationError:
+        return PowerBudget()
+
+
+async def _write_envelopes(
+    kube: Kube,
+    namespace: str,
+    step: BudgetStep,
+    *,
+    nodes: Iterable[NodeEntry],
+    shares: FleetBudget,
+    now_seconds: float,
+) -> None:
+    """Write ``step``'s envelopes in order; the first failure stops the rest (a raise never goes
+    out after a cut that did not)."""
+    previous = {entry.node: entry.spec_envelope_watts for entry in nodes}
+    for name, watts in step.writes:
+        try:
+            await asyncio.to_thread(
+                kube.request,
+                "PATCH",
+                resource_path(API_VERSION, NODE_KIND, namespace, name),
+                query={"fieldManager": POWER_FIELD_MANAGER},
+                body=envelope_patch(watts),
+                content_type="application/merge-patch+json",
+            )
+        except Exception as exc:  # API or network fault: the next period shares again
+            log.warning("node envelope not written", extra={"node": name, "error": str(exc)})
+            return
+        shares.written(name, watts, previous.get(name), now_seconds)
+        log.info("node envelope written", extra={"node": name, "envelope_watts": watts})

@@ -34,6 +34,10 @@ class NodeEntry(BaseModel):
     gpu_power_watts: float | None = None
     last_report_time: datetime
     heartbeat_seconds: float
+    # Fleet power budget: the envelope the node holds, the one the operator wrote, GPUs capped.
+    envelope_watts: float | None = None
+    spec_envelope_watts: float | None = None
+    capped_gpus: int = 0
 
     def fresh(self, now_seconds: float) -> bool:
         age_seconds = now_seconds - self.last_report_time.timestamp()
@@ -47,7 +51,14 @@ def node_entry(body: Mapping[str, Any]) -> NodeEntry | None:
     if not status.get("lastReportTime") or not spec.get("fleet"):
         return None
     try:
-        return NodeEntry.model_validate({**status, "node": body["metadata"]["name"], "fleet": spec["fleet"]})
+        return NodeEntry.model_validate(
+            {
+                **status,
+                "node": body["metadata"]["name"],
+                "fleet": spec["fleet"],
+                "specEnvelopeWatts": spec.get("envelopeWatts"),
+            }
+        )
     except ValidationError:
         return None  # the apiserver checked it against the same schema: only a foreign writer gets here
 
@@ -110,8 +121,14 @@ def _named(names: Sequence[str], count: int) -> str:
 
 
 def power_status(
-    summary: PowerSummary, previous_conditions: Iterable[Mapping[str, Any]], now: str
+    summary: PowerSummary,
+    previous_conditions: Iterable[Mapping[str, Any]],
+    now: str,
+    budget: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The status fields the power summary owns: ``power`` and the EnvelopeExceeded condition."""
-    envelope = stamp_transition(envelope_condition(summary), previous_conditions, now)
-    return {"power": summary.model_dump(mode="json", exclude_none=True), "conditions": [envelope]}
+    """The status fields the power summary owns: ``power``, EnvelopeExceeded and, with a budget,
+    its BudgetInsufficient condition."""
+    conditions = [envelope_condition(summary), *([dict(budget)] if budget is not None else [])]
+    previous = list(previous_conditions)
+    stamped = [stamp_transition(condition, previous, now) for condition in conditions]
+    return {"power": summary.model_dump(mode="json", exclude_none=True), "conditions": stamped}
