@@ -85,3 +85,21 @@ def test_every_response_carries_a_current_date_header(latest: Latest) -> None:
     response = _client(latest).get("/healthz")
     sent = parsedate_to_datetime(response.headers["date"]).timestamp()
     assert abs(sent - time.time()) < 2
+
+
+async def test_q_zero_refuses_a_format_or_a_coding(latest: Latest) -> None:
+    await latest.publish(_snapshot())
+    client = _client(latest)
+    no_gzip = client.get("/metrics", headers={"Accept-Encoding": "gzip;q=0, identity"})
+    assert "content-encoding" not in no_gzip.headers
+    no_openmetrics = client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text;version=1.0.0;q=0,text/plain;q=0.5"}
+    )
+    assert no_openmetrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+
+
+async def test_a_trailing_slash_is_not_redirected_to_the_callers_host(latest: Latest) -> None:
+    await latest.publish(_snapshot())
+    response = _client(latest).get("/metrics/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 404
+    assert "location" not in response.headers

@@ -59,13 +59,28 @@ class DateHeader:
         await self._app(scope, receive, send_with_date)
 
 
+def _accepted(header: str) -> set[str]:
+    """The media types or codings a header accepts: those listed without q=0 (RFC 9110 12.4.2)."""
+    accepted = set()
+    for item in header.split(","):
+        name, *params = (part.strip() for part in item.split(";"))
+        quality = next((p.partition("=")[2] for p in params if p.replace(" ", "").startswith("q=")), "1")
+        try:
+            refused = float(quality) <= 0
+        except ValueError:
+            refused = False
+        if name and not refused:
+            accepted.add(name.lower())
+    return accepted
+
+
 def _choose_payload(request: Request, text: Payload, openmetrics: Payload) -> Payload:
-    accept = request.headers.get("accept", "")
-    return openmetrics if "application/openmetrics-text" in accept else text
+    wanted = "application/openmetrics-text" in _accepted(request.headers.get("accept", ""))
+    return openmetrics if wanted else text
 
 
 def _accepts_gzip(request: Request) -> bool:
-    return "gzip" in request.headers.get("accept-encoding", "")
+    return "gzip" in _accepted(request.headers.get("accept-encoding", ""))
 
 
 class AdmissionLimit:
@@ -147,7 +162,7 @@ def create_app(
     async def landing(_: Request) -> Response:
         return HTMLResponse(landing_page)
 
-    return Starlette(
+    app = Starlette(
         middleware=[Middleware(DateHeader)],
         routes=[
             Route(telemetry_path, metrics),
@@ -161,3 +176,7 @@ def create_app(
             *([export_route(*history)] if history is not None else []),
         ],
     )
+    # Starlette would answer /metrics/ with a redirect built from the request's Host header: a
+    # client could make the agent point elsewhere. Unknown paths are 404 instead.
+    app.router.redirect_slashes = False
+    return app
