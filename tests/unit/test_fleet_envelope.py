@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from kubernetes import client
+from test_node_report import report, snapshot
 
 from esnode_agent.collectors.envelope import EnvelopeCollector, EnvelopeHolder
 from esnode_agent.collectors.node_power import NODE_POWER
@@ -17,7 +18,6 @@ from esnode_agent.report.kube_writer import KubeStatusWriter
 from esnode_agent.report.model import NodeReport
 from esnode_agent.report.policy import ReportPolicy
 from esnode_agent.report.reporter import Reporter, ReportTarget
-from tests.unit.test_node_report import report, snapshot
 
 
 def envelope_of(collector: EnvelopeCollector, node_watts: float = 3000.0) -> float | None:

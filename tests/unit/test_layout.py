@@ -134,3 +134,9 @@ def test_the_metric_name_guard_sees_a_copied_name(tmp_path: Path) -> None:
         "esnode_gpu_power_watts",
         "esnode_node_power_watts",
     ]
+
+
+def test_test_modules_have_names_unique_across_tiers() -> None:
+    """pytest imports test modules by basename (no packages under tests/): two alike break collection."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -208,3 +208,23 @@ async def test_the_loop_feeds_rapl_into_node_power_in_one_cycle(tmp_path: Path) 
     node_watts = second.samples.value("esnode_node_power_watts")
     assert node_watts is not None
     assert node_watts == second.samples.value("esnode_cpu_package_power_watts", package="0")
+
+
+GPU_UP = gauge("esnode_gpu_up", "GPU answered", "gpu", "uuid")
+
+
+def test_a_lost_gpu_leaves_node_power_unknown_not_smaller() -> None:
+    upstream = [*package("0", 100.0, 85.0), *gpu("0", 310.0), Sample(GPU_UP, ("1", "GPU-1"), 0.0)]
+    samples = collect(NodePowerCollector(), 0.0, upstream)
+    assert samples.named("esnode_node_power_watts") == []
+    assert source_of(samples) == "rapl+gpu"
+
+
+def test_a_part_that_goes_missing_leaves_node_power_unknown_until_it_is_back() -> None:
+    collector = NodePowerCollector()
+    both = [*package("0", 100.0, 85.0), *package("1", 100.0, 95.0)]
+    assert collect(collector, 0.0, both).value("esnode_node_power_watts") == pytest.approx(180.0)
+    one_missing = collect(collector, 1.0, package("0", 185.0, 85.0))
+    assert one_missing.named("esnode_node_power_watts") == []
+    back = collect(collector, 2.0, [*package("0", 270.0, 85.0), *package("1", 290.0, 95.0)])
+    assert back.value("esnode_node_power_watts") == pytest.approx(180.0)

@@ -160,3 +160,18 @@ def test_this_machine_either_reports_packages_or_says_why_not() -> None:
         assert samples.named("esnode_cpu_package_energy_joules_total") or samples.named(
             "esnode_platform_energy_joules_total"
         )
+
+
+def test_one_unreadable_zone_costs_only_its_own_series(tmp_path: Path) -> None:
+    write_zone(tmp_path, "intel-rapl:0", "package-0", 5_000_000)
+    broken = write_zone(tmp_path, "intel-rapl:1", "package-1", 7_000_000)
+    (broken / "energy_uj").write_text("garbage\n")  # a driver answering nonsense for one package
+    samples = collect(RaplCollector(tmp_path), 0.0)
+    assert {s.label("package") for s in samples.named("esnode_cpu_package_energy_joules_total")} == {"0"}
+
+
+def test_every_zone_unreadable_is_a_collector_failure(tmp_path: Path) -> None:
+    zone = write_zone(tmp_path, "intel-rapl:0", "package-0", 5_000_000)
+    (zone / "energy_uj").write_text("garbage\n")
+    with pytest.raises(NoDataError, match="intel-rapl:0"):
+        collect(RaplCollector(tmp_path), 0.0)

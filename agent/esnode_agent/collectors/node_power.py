@@ -89,9 +89,13 @@ def _rapl_and_gpus(upstream: SampleIndex) -> NodeSource | None:
 
 
 def _gpus(upstream: SampleIndex) -> tuple[Component, ...]:
+    """Every GPU, a lost one (esnode_gpu_up 0) too: it has no reading, so node power is unknown."""
     power = upstream.by_label(GPU.power.name, "uuid")
     energy = upstream.by_label(GPU.energy.name, "uuid")
-    return tuple(Component(f"gpu:{gpu}", power.get(gpu), energy.get(gpu)) for gpu in sorted(power | energy))
+    lost = {uuid for uuid, up in upstream.by_label(GPU.up.name, "uuid").items() if up == 0}
+    return tuple(
+        Component(f"gpu:{gpu}", power.get(gpu), energy.get(gpu)) for gpu in sorted(power.keys() | energy | lost)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,9 @@ class NodePowerCollector:
         # energy counters span any cycles without a source in between.
         self._previous_seconds: float | None = None
         self._previous: dict[str, Component] = {}
+        # Every part each source has had: one that goes missing (an unreadable RAPL zone) leaves
+        # node power unknown, not smaller, until it is back.
+        self._parts_seen: dict[str, set[str]] = {}
 
     def collect(self, sink: SampleSink) -> None:
         source = select_source(sink.upstream, self._configured_sensor)
@@ -126,7 +133,10 @@ class NodePowerCollector:
         self._total_joules += sum(step.joules for step in steps if step.joules is not None)
         sink.add(NODE_SOURCE, 1, source=source.name)
         sink.add(NODE_ENERGY, self._total_joules)
-        if all(step.power_watts is not None for step in steps):
+        parts = {component.key for component in source.components}
+        seen = self._parts_seen.setdefault(source.name, set())
+        seen |= parts
+        if parts == seen and all(step.power_watts is not None for step in steps):
             sink.add(NODE_POWER, sum(step.power_watts or 0.0 for step in steps))
 
     def _step(self, component: Component, elapsed_seconds: float | None) -> _Step:

@@ -8,6 +8,7 @@ the same driver and appear under the same names. ``energy_uj`` wraps at
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +39,8 @@ PLATFORM_ENERGY = counter(
     "Platform (RAPL psys) energy: the whole SoC platform on client parts, wraparound-corrected, "
     "since the agent started.",
 )
+
+log = logging.getLogger(__name__)
 
 # Top-level zones and their subzones; "intel-rapl-mmio:N" duplicates a package and is skipped.
 _ZONE_DIR = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
@@ -172,13 +175,28 @@ class RaplCollector:
     def __init__(self, sysfs: Path) -> None:
         self._sysfs = sysfs
         self._counters = WrappingEnergyCounter()
+        self._failures: list[str] = []
 
     def collect(self, sink: SampleSink) -> None:
         zones = discover_zones(self._sysfs)
         if not zones:
             raise NoDataError(_no_zones_reason(self._sysfs / "class" / "powercap"))
+        failures: list[str] = []
         for zone in zones:
-            self._collect_zone(zone, sink)
+            try:
+                self._collect_zone(zone, sink)
+            except (OSError, ValueError, NoDataError) as exc:  # one zone's fault is its own
+                failures.append(f"{zone.path.name}: {exc}")
+        if len(failures) == len(zones):
+            raise NoDataError("; ".join(failures))
+        self._log_failures(failures)
+
+    def _log_failures(self, failures: list[str]) -> None:
+        """Once per change: the cycle repeats every few seconds, the fault rarely changes."""
+        if failures != self._failures:
+            self._failures = failures
+            if failures:
+                log.warning("RAPL zones skipped", extra={"zones": "; ".join(failures)})
 
     def _collect_zone(self, zone: RaplZone, sink: SampleSink) -> None:
         raw_uj = _read_int(zone.path / "energy_uj")
