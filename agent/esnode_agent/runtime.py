@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 # The loop counts as stalled once it misses this many intervals.
 STALL_INTERVALS = 3
+# A request's line and headers larger than this are refused (h11 answers 431 and closes): a scraper
+# sends well under 1 KiB, and an unbounded header once grew the agent by 100 MiB per request.
+MAX_REQUEST_HEAD_BYTES = 64 * 1024
+# Connections and requests in flight beyond this get 503 before any work is done.
+MAX_CONCURRENCY = 512
 
 
 class _QuietServer(uvicorn.Server):
@@ -133,6 +138,9 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
         app = WebGuard(app, web)
     server_config = uvicorn.Config(
         app,
+        http="h11",  # the limits below are h11's; httptools, when installed, would not apply them
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+        limit_concurrency=MAX_CONCURRENCY,
         log_config=None,
         access_log=False,
         lifespan="off",
