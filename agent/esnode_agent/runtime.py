@@ -21,8 +21,9 @@ from esnode_agent.cycle.loop import CollectionLoop
 from esnode_agent.cycle.snapshot import Snapshot
 from esnode_agent.history.writer import build_history_writer
 from esnode_agent.report.fleet_envelope import follow_fleet_envelope
-from esnode_agent.report.wiring import build_reporter, kube_auth_guard
+from esnode_agent.report.wiring import api_client, build_reporter
 from esnode_agent.serve.app import create_app
+from esnode_agent.serve.kube_auth import kube_auth_guard
 from esnode_agent.serve.publication import Latest
 from esnode_agent.serve.web_config import WebConfigWatcher
 from esnode_agent.serve.web_guard import WebGuard
@@ -133,7 +134,7 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
         history=(history.path, config.local_tsdb_retention_hours * 3600) if history is not None else None,
     )
     if config.metrics_auth == "kubernetes":
-        app = kube_auth_guard(app, config)
+        app = kube_auth_guard(app, api_client(config), config.metrics_auth_cache_seconds)
     if web is not None:
         app = WebGuard(app, web)
     server_config = uvicorn.Config(

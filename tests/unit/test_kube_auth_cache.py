@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from esnode_agent.serve.kube_auth import DecisionCache
+from esnode_agent.serve.decision_cache import DecisionCache
 
 
 def test_oldest_decision_is_dropped_beyond_the_bound() -> None:
-    cache = DecisionCache(ttl_seconds=60, max_entries=3)
+    cache: DecisionCache[str] = DecisionCache(ttl_seconds=60, max_entries=3)
     keys = [cache.key(f"token-{i}", "/metrics") for i in range(4)]
     for key in keys[:3]:
         cache.put(key, "allowed")
@@ -18,7 +18,7 @@ def test_oldest_decision_is_dropped_beyond_the_bound() -> None:
 
 
 def test_decisions_are_per_path_and_keyed_without_the_token() -> None:
-    cache = DecisionCache(ttl_seconds=60)
+    cache: DecisionCache[str] = DecisionCache(ttl_seconds=60)
     metrics, status = cache.key("secret-token", "/metrics"), cache.key("secret-token", "/status")
     cache.put(metrics, "allowed")
     assert cache.get(status) is None

@@ -140,3 +140,12 @@ def test_test_modules_have_names_unique_across_tiers() -> None:
     """pytest imports test modules by basename (no packages under tests/): two alike break collection."""
     names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_node_reports_never_import_the_http_layer() -> None:
+    """report/ and serve/ both read snapshots; neither is built on the other's side of the pipeline."""
+    offenders = {
+        str(path.relative_to(REPO)): sorted(n for n in _imports(path) if n.startswith("esnode_agent.serve"))
+        for path in (REPO / "agent" / "esnode_agent" / "report").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}

@@ -14,7 +14,6 @@ from esnode_agent.report.reporter import Reporter, ReportTarget
 
 if TYPE_CHECKING:
     from kubernetes import client
-    from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +24,9 @@ def _in_cluster() -> bool:
     return "KUBERNETES_SERVICE_HOST" in os.environ and (SERVICE_ACCOUNT_DIR / "token").is_file()
 
 
-def _api_client(config: AgentConfig) -> client.ApiClient:
-    # The kubernetes client adds ~9 MiB of resident memory: loaded only where the agent reports.
+def api_client(config: AgentConfig) -> client.ApiClient:
+    """In a pod its service account; off a cluster, config.kubeconfig."""
+    # The kubernetes client adds ~9 MiB of resident memory: loaded only where the agent uses it.
     from kubernetes import client  # noqa: PLC0415
     from kubernetes import config as kube_config  # noqa: PLC0415
 
@@ -63,7 +63,7 @@ def build_reporter(
     assert node_name and config.fleet and namespace
     from esnode_agent.report.kube_writer import KubeStatusWriter  # noqa: PLC0415  (imports kubernetes)
 
-    writer = KubeStatusWriter(_api_client(config), namespace, config.fleet_uid)
+    writer = KubeStatusWriter(api_client(config), namespace, config.fleet_uid)
     policy = ReportPolicy(
         config.report_heartbeat_seconds, config.report_power_step_watts, config.report_min_interval_seconds
     )
@@ -71,12 +71,3 @@ def build_reporter(
     target = ReportTarget(node_name, config.fleet, config.node_condition)
     return Reporter(writer, policy, target, on_envelope)
 
-
-def kube_auth_guard(app: ASGIApp, config: AgentConfig) -> ASGIApp:
-    """metrics_auth = kubernetes: the app behind TokenReview/SubjectAccessReview (serve/kube_auth.py)."""
-    from esnode_agent.serve.kube_auth import DecisionCache, KubeAuthGuard, KubeReviewer  # noqa: PLC0415
-
-    log.info("kubernetes authentication and authorisation on every endpoint")
-    return KubeAuthGuard(
-        app, KubeReviewer(_api_client(config)), DecisionCache(config.metrics_auth_cache_seconds)
-    )

@@ -9,17 +9,15 @@ worker thread, never on the event loop. Tokens travel in clear unless the web co
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import anyio
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from esnode_agent.serve.decision_cache import DecisionCache
 
 if TYPE_CHECKING:
     from kubernetes import client
@@ -64,45 +62,13 @@ class KubeReviewer:
         return "allowed" if access.status is not None and access.status.allowed else "forbidden"
 
 
-@dataclass(frozen=True)
-class _Cached:
-    decision: Decision
-    expires_monotonic: float
-
-
-class DecisionCache:
-    """(token digest, path) -> decision, for ttl_seconds, at most max_entries (oldest dropped)."""
-
-    def __init__(self, ttl_seconds: float, max_entries: int = 1024) -> None:
-        self._ttl = ttl_seconds
-        self._max = max_entries
-        self._entries: OrderedDict[tuple[str, str], _Cached] = OrderedDict()
-
-    @staticmethod
-    def key(token: str, path: str) -> tuple[str, str]:
-        return hashlib.sha256(token.encode()).hexdigest(), path  # the token itself is never kept
-
-    def get(self, key: tuple[str, str]) -> Decision | None:
-        found = self._entries.get(key)
-        if found is None or found.expires_monotonic < time.monotonic():
-            self._entries.pop(key, None)
-            return None
-        return found.decision
-
-    def put(self, key: tuple[str, str], decision: Decision) -> None:
-        self._entries[key] = _Cached(decision, time.monotonic() + self._ttl)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
-
-
 def _bearer(headers: Headers) -> str | None:
     scheme, _, token = headers.get("authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 class KubeAuthGuard:
-    def __init__(self, app: ASGIApp, reviewer: KubeReviewer, cache: DecisionCache) -> None:
+    def __init__(self, app: ASGIApp, reviewer: KubeReviewer, cache: DecisionCache[Decision]) -> None:
         self._app = app
         self._reviewer = reviewer
         self._cache = cache
@@ -134,3 +100,9 @@ class KubeAuthGuard:
             return "unauthenticated"
         self._cache.put(key, decision)
         return decision
+
+
+def kube_auth_guard(app: ASGIApp, api: client.ApiClient, cache_seconds: float) -> KubeAuthGuard:
+    """metrics_auth = kubernetes: the whole app behind TokenReview and SubjectAccessReview."""
+    log.info("kubernetes authentication and authorisation on every endpoint")
+    return KubeAuthGuard(app, KubeReviewer(api), DecisionCache(cache_seconds))

@@ -25,12 +25,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from esnode_agent.config.sources import ConfigError
+from esnode_agent.serve.decision_cache import DecisionCache
 
 log = logging.getLogger(__name__)
 
 # How often a request may stat the file for changes: cheap enough per request, but bounded.
 RECHECK_SECONDS = 1.0
-MAX_REMEMBERED_OUTCOMES = 1024
 
 _TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                  "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}  # fmt: skip
@@ -124,21 +124,19 @@ class WebConfigWatcher:
         self._stamp = self._files_stamp()
         self._checked_at = time.monotonic()
         # bcrypt costs tens of milliseconds of CPU per check by design, and a scraper sends the same
-        # pair every time: outcomes, right and wrong, are remembered under a digest (no password kept).
-        self._outcomes: dict[bytes, bool] = {}
+        # pair every time: outcomes, right and wrong, are remembered (no password kept).
+        self._outcomes: DecisionCache[bool] = DecisionCache()
 
     def password_ok(self, user: str, password: str) -> bool:
         """Blocking (bcrypt) on a cache miss; call it off the event loop."""
         hashed = self.current.basic_auth_users.get(user)
         if hashed is None:
             return False
-        key = hashlib.sha256(f"{user}\0{password}\0{hashed}".encode()).digest()
+        key = self._outcomes.key(user, password, hashed)
         outcome = self._outcomes.get(key)
         if outcome is None:
             outcome = bcrypt.checkpw(password.encode(), hashed.encode())
-            if len(self._outcomes) >= MAX_REMEMBERED_OUTCOMES:
-                self._outcomes.pop(next(iter(self._outcomes)))
-            self._outcomes[key] = outcome
+            self._outcomes.put(key, outcome)
         return outcome
 
     def refresh(self) -> WebConfig:
