@@ -24,11 +24,11 @@ def _logfmt_value(value: Any) -> str:
     return f'"{escaped}"'
 
 
-class TextFormatter(logging.Formatter):
-    """logfmt: ``ts=... level=info logger=... msg="..." key=value``, one record a line."""
+class _StructuredFormatter(logging.Formatter):
+    """One record as ordered pairs: ts, level, logger, msg, the `extra=` fields, any exception."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        pairs = {
+    def pairs(self, record: logging.LogRecord) -> dict[str, Any]:
+        pairs: dict[str, Any] = {
             "ts": self.formatTime(record),
             "level": record.levelname.lower(),
             "logger": record.name,
@@ -37,21 +37,19 @@ class TextFormatter(logging.Formatter):
         }
         if record.exc_info:
             pairs["exception"] = self.formatException(record.exc_info)
-        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in pairs.items())
+        return pairs
 
 
-class JsonFormatter(logging.Formatter):
+class TextFormatter(_StructuredFormatter):
+    """logfmt: ``ts=... level=info logger=... msg="..." key=value``, one record a line."""
+
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": self.formatTime(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **_fields(record),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in self.pairs(record).items())
+
+
+class JsonFormatter(_StructuredFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self.pairs(record), default=str)
 
 
 def configure_logging(level: str, fmt: str) -> None:
