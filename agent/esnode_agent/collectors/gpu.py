@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from esnode_agent.collectors.gpu_dcgm import DcgmWriter
+from esnode_agent.collectors.gpu_processes import GpuProcessWriter
 from esnode_agent.collectors.gpu_specs import K8S, PLAIN
 from esnode_agent.collectors.pod_energy import GpuShares, PodGpuEnergy, split_among
 from esnode_agent.config.model import AgentConfig
@@ -38,6 +39,7 @@ from esnode_agent.gpu.visibility import (
     DeviceList,
     resolve_device_list,
 )
+from esnode_agent.podresources.container_logs import ContainerLogNames
 from esnode_agent.podresources.pod_ref import PodRef
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ class GpuCollector:
         xids: XidCounter | None = None,
         k8s_mode: bool = False,
         dcgm: DcgmWriter | None = None,
+        processes: GpuProcessWriter | None = None,
     ) -> None:
         self._backend = backend
         self._visible = visible
@@ -77,6 +80,7 @@ class GpuCollector:
         self._families = K8S if k8s_mode else PLAIN
         self._k8s_mode = k8s_mode
         self._dcgm = dcgm
+        self._processes = processes
         self._pod_energy = PodGpuEnergy() if pods is not None else None
         self._lost: dict[str, str] = {}  # uuid -> error, to log each loss once
         self._mig_mode: dict[str, bool | None] = {}  # uuid -> last known, for a lost GPU's info
@@ -132,6 +136,7 @@ class GpuCollector:
         }
         try:
             reading, migs, shown_migs = self._read(device, whole)
+            processes = device.processes(shown_migs) if self._processes and reading else []
         except GpuLostError as exc:
             self._mark_lost(identity.uuid, identity.index, str(exc))
             if whole:
@@ -148,6 +153,9 @@ class GpuCollector:
         for mig in shown_migs:
             self._add_mig(sink, mig, labels["gpu"], identity.uuid, holders)
         self._add_dcgm(sink, identity, reading, shown_migs, holders)
+        if self._processes is not None:
+            sharers = self._pods.sharers() if self._pods else {}
+            self._processes.add(sink, identity, processes, sharers)
         gpu_shares = self._gpu_shares(identity, reading, shown_migs)
         if gpu_shares is not None:
             shares[identity.uuid] = gpu_shares
@@ -375,7 +383,16 @@ def build_gpu_collector(config: AgentConfig, environ: Mapping[str, str] = os.env
             if config.gpu_dcgm_compat
             else None
         ),
+        processes=_process_writer(config),
     )
+
+
+def _process_writer(config: AgentConfig) -> GpuProcessWriter | None:
+    """Per-process series unless gpu_process_top_n is 0; names from the host's container log links."""
+    if config.gpu_process_top_n == 0:
+        return None
+    logs = ContainerLogNames(config.path_rootfs, config.pod_resources_refresh_seconds)
+    return GpuProcessWriter(config.gpu_process_top_n, config.path_procfs, logs)
 
 
 def _hostname(config: AgentConfig, environ: Mapping[str, str]) -> str:

@@ -205,6 +205,13 @@ class AgentConfig(BaseModel):
     gpu_dcgm_compat: bool = Field(
         False, description="Also serve dcgm-exporter's default DCGM_FI_* families and label names"
     )
+    # GPU: per-process series (issue 14).
+    gpu_process_top_n: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="Compute processes per GPU with their own series (most memory first); 0: none",
+    )
 
     @field_validator("gpu_backend")
     @classmethod

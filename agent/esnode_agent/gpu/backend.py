@@ -131,6 +131,18 @@ class MigReading:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuProcess:
+    """A process with a compute context on a GPU or MIG device (NVML's compute running processes)."""
+
+    pid: int  # in the host's PID namespace, as the driver reports it
+    memory_used_bytes: float | None  # None where NVML cannot say (NVML_VALUE_NOT_AVAILABLE)
+    mig_uuid: str = ""  # the MIG device it runs on; empty on a whole GPU
+    # Means of NVML's process samples since the last cycle (0 without one); None where unsupported.
+    sm_utilization_ratio: float | None = None
+    memory_utilization_ratio: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class XidEvent:
     gpu_uuid: str
     xid: int
@@ -146,6 +158,10 @@ class GpuDevice(Protocol):
 
     def mig_instances(self) -> list[MigReading]:
         """The MIG devices configured now (empty when MIG mode is off); raises GpuLostError."""
+        ...
+
+    def processes(self, migs: Sequence[MigReading]) -> list[GpuProcess]:
+        """Compute processes on the GPU, or in MIG mode on these MIG devices; raises GpuLostError."""
         ...
 
 

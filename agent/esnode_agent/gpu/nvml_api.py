@@ -61,6 +61,18 @@ class GpmSupport(Protocol):
     isSupportedDevice: int
 
 
+class ProcessInfo(Protocol):
+    pid: int
+    usedGpuMemory: int | None  # pynvml turns NVML_VALUE_NOT_AVAILABLE into None
+
+
+class ProcessUtilizationSample(Protocol):
+    pid: int
+    timeStamp: int  # CPU time, microseconds
+    smUtil: int  # percent
+    memUtil: int  # percent
+
+
 class EventData(Protocol):
     device: Handle
     eventType: int
@@ -110,6 +122,10 @@ class NvmlApi(Protocol):
     def nvmlGpmSampleGet(self, device: Handle, gpmSample: GpmSample) -> GpmSample: ...
     def nvmlGpmMigSampleGet(self, device: Handle, gpuInstanceId: int, gpmSample: GpmSample) -> GpmSample: ...
     def nvmlGpmMetricsGet(self, metricsGet: object) -> object: ...
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Handle) -> Sequence[ProcessInfo]: ...
+    def nvmlDeviceGetProcessUtilization(
+        self, handle: Handle, timeStamp: int
+    ) -> Sequence[ProcessUtilizationSample]: ...
     def nvmlEventSetCreate(self) -> EventSet: ...
     def nvmlDeviceRegisterEvents(self, handle: Handle, eventTypes: int, eventSet: EventSet) -> None: ...
     def nvmlEventSetWait(self, eventSet: EventSet, timeoutms: int) -> EventData: ...

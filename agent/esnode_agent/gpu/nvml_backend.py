@@ -29,6 +29,7 @@ from esnode_agent.gpu.backend import (
     GpuDevice,
     GpuIdentity,
     GpuLostError,
+    GpuProcess,
     GpuReading,
     MigReading,
     NullBackend,
@@ -38,7 +39,15 @@ from esnode_agent.gpu.backend import (
     XidEvent,
 )
 from esnode_agent.gpu.gpm import GpmReader, gpm_supported
-from esnode_agent.gpu.nvml_api import DeviceAttributes, EventSet, Handle, MemoryInfo, NvmlApi
+from esnode_agent.gpu.nvml_api import (
+    DeviceAttributes,
+    EventSet,
+    Handle,
+    MemoryInfo,
+    NvmlApi,
+    ProcessInfo,
+    ProcessUtilizationSample,
+)
 from esnode_agent.gpu.nvml_fields import FieldKey, FieldReadout, number
 from esnode_agent.gpu.pcie_sampler import PCIE_SAMPLE_INTERVAL_SECONDS, PcieSampler
 
@@ -62,6 +71,10 @@ _LOST = frozenset(
         pynvml.NVML_ERROR_DRIVER_NOT_LOADED,
     }
 )
+
+# nvmlDeviceGetProcessUtilization with no sample since the timestamp: NOT_FOUND (NVML's documented
+# answer), or SUCCESS raised by pynvml when the driver answers the sizing call with no samples.
+_NO_NEW_SAMPLES = frozenset({pynvml.NVML_ERROR_NOT_FOUND, pynvml.NVML_SUCCESS})
 
 _THROTTLE_BITS = {
     "idle": pynvml.nvmlClocksEventReasonGpuIdle,
@@ -193,6 +206,8 @@ class NvmlDevice:
         self._pcie: dict[str, float] = {}  # the PCIe sampler's latest, replaced whole
         self._gpm: GpmReader | None = None  # set once GPM answers as supported
         self._mig_gpm: dict[str, GpmReader] = {}  # MIG device UUID -> its GPU instance's reader
+        self._mig_handles: dict[str, Handle] = {}  # MIG device UUID -> its handle, for its processes
+        self._process_samples_seen_us = 0  # the newest process sample's timestamp so far
 
     @property
     def identity(self) -> GpuIdentity:
@@ -328,6 +343,50 @@ class NvmlDevice:
         readings = (self._mig_reading(slot) for slot in range(count or 0))
         return [reading for reading in readings if reading is not None]
 
+    def processes(self, migs: Sequence[MigReading]) -> list[GpuProcess]:
+        """Per MIG device in MIG mode (NVML measures no per-process utilization there); else the
+        GPU's processes with their SM and memory utilization from the samples since the last call."""
+        if self._mig_mode:
+            return [process for mig in migs for process in self._mig_processes(mig.uuid)]
+        lib, h = self._lib, self._handle
+        running = self._field("processes", lambda: lib.nvmlDeviceGetComputeRunningProcesses(h))
+        samples = self._field("process_utilization", self._process_samples) if running else None
+        return [_process(info, samples) for info in running or ()]
+
+    def _mig_processes(self, uuid: str) -> list[GpuProcess]:
+        handle = self._mig_handles.get(uuid)
+        if handle is None:
+            return []
+        running = self._field(
+            f"processes_{uuid}", lambda: self._lib.nvmlDeviceGetComputeRunningProcesses(handle)
+        )
+        return [
+            GpuProcess(int(info.pid), _bytes_or_none(info.usedGpuMemory), mig_uuid=uuid)
+            for info in running or ()
+        ]
+
+    def _process_samples(self) -> dict[int, tuple[float, float]]:
+        """pid -> mean (SM, memory) utilization ratio of NVML's samples newer than the last ones read."""
+        try:
+            samples: Sequence[ProcessUtilizationSample] = self._lib.nvmlDeviceGetProcessUtilization(
+                self._handle, self._process_samples_seen_us
+            )
+        except pynvml.NVMLError as exc:
+            if exc.value in _NO_NEW_SAMPLES:
+                return {}
+            raise
+        by_pid: dict[int, list[ProcessUtilizationSample]] = {}
+        for sample in samples:
+            by_pid.setdefault(int(sample.pid), []).append(sample)
+            self._process_samples_seen_us = max(self._process_samples_seen_us, int(sample.timeStamp))
+        return {
+            pid: (
+                sum(s.smUtil for s in taken) / len(taken) / 100,
+                sum(s.memUtil for s in taken) / len(taken) / 100,
+            )
+            for pid, taken in by_pid.items()
+        }
+
     def _read_mig_mode(self) -> bool | None:
         enabled = self._field(
             "mig_mode",
@@ -460,6 +519,7 @@ class NvmlDevice:
             self._mig_failed(slot, exc)
             return None
         self._mig_static[uuid] = static
+        self._mig_handles[uuid] = handle
         self._reported.pop(f"mig_{slot}", None)
         return MigReading(
             uuid=uuid,
@@ -534,6 +594,19 @@ def _memory(lib: NvmlApi, handle: Handle) -> _Memory:
         info = lib.nvmlDeviceGetMemoryInfo(handle)
         return _Memory(float(info.used), float(info.total), float(info.free), None)
     return _Memory(float(info.used), float(info.total), float(info.free), float(info.reserved))
+
+
+def _process(info: ProcessInfo, samples: dict[int, tuple[float, float]] | None) -> GpuProcess:
+    """A whole GPU's process; NVML samples only processes that used the GPU, so no sample is 0."""
+    pid = int(info.pid)
+    sm, memory = (None, None) if samples is None else samples.get(pid, (0.0, 0.0))
+    return GpuProcess(
+        pid, _bytes_or_none(info.usedGpuMemory), sm_utilization_ratio=sm, memory_utilization_ratio=memory
+    )
+
+
+def _bytes_or_none(value: int | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _scaled(value: float | None, scale: float) -> float | None:

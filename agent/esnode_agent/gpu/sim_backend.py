@@ -30,7 +30,7 @@ import pynvml  # type: ignore[import-untyped]  # structs, constants and error cl
 
 from esnode_agent.gpu.sim_demand import Demand, Diurnal, TrainingSteps, Wave
 from esnode_agent.gpu.sim_power_limit import DriverState, PowerController
-from esnode_agent.gpu.sim_profile import SimGpuGroup, SimMigInstance, SimProfile
+from esnode_agent.gpu.sim_profile import SimGpuGroup, SimMigInstance, SimProcess, SimProfile
 
 MAX_MIG_DEVICES = 7  # what NVML reports for H100 and A100
 _IDLE_LOAD = 0.1  # below this a GPU reports the idle clock reason
@@ -43,6 +43,11 @@ _CAPPED_CLOCK_EXPONENT = 1 / 3  # dynamic power goes roughly as f * V^2, and V w
 _LOAD_MEAN, _LOAD_SWING = 0.5, 0.45
 _HBM_OVER_DIE_CELSIUS = 6.0  # HBM stacks run a few degrees above the die
 _RESERVED_MEMORY_SHARE = 0.006  # the driver's reservation; nvidia-smi shows ~500 MiB on an H100 80GB
+# The driver samples per-process utilization periodically and keeps a bounded buffer of samples.
+_PROCESS_SAMPLE_PERIOD_SECONDS = 1.0
+_PROCESS_SAMPLE_BUFFER = 20
+_PROCESS_MEMORY_UTIL_SHARE = 0.6  # memory busy per unit of SM load, as utilization.memory is here
+_NO_INSTANCE_ID = 0xFFFFFFFF  # gpuInstanceId/computeInstanceId of a process outside MIG
 _UINT = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
 _ULL = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
 _POWER_FIELDS = frozenset(
@@ -196,6 +201,22 @@ def _instance_wave(gpu: _SimGpu, slot: int) -> Demand:
     return Wave(load.period_seconds, load.phase + 1.3 * (slot + 1), load.mean, load.swing)
 
 
+def _process_samples(
+    processes: Sequence[SimProcess], load: float, stamp: int
+) -> list[pynvml.c_nvmlProcessUtilizationSample_t]:
+    """One period's samples: NVML keeps one only for a process that used the GPU in it."""
+    samples = []
+    for process in processes:
+        sm = round(100 * process.sm_share * load)
+        if sm == 0:
+            continue
+        sample = pynvml.c_nvmlProcessUtilizationSample_t()
+        sample.pid, sample.timeStamp, sample.smUtil = process.pid, stamp, sm
+        sample.memUtil = round(100 * _PROCESS_MEMORY_UTIL_SHARE * process.sm_share * load)
+        samples.append(sample)
+    return samples
+
+
 def _as_handle(handle: object) -> _Handle:
     if not isinstance(handle, _Handle):
         raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
@@ -267,6 +288,7 @@ class FakeNvml:
         self._failed: set[int] = set()
         self._event_sets: list[_EventSet] = []
         self._initialised = False
+        self._epoch_us = int(time.time() * 1e6)  # process samples carry CPU time in microseconds
         self._power_lock = threading.Lock()  # the collector and the capping controller both ask
         self._calls: Counter[tuple[int | None, str]] = Counter()
         self._calls_lock = threading.Lock()
@@ -354,6 +376,7 @@ class FakeNvml:
         else:
             total = gpu.spec.mig_instances[slot].memory_total_bytes
             used = int(total * (0.2 + 0.6 * gpu.memory.load(t + 60 * (slot + 1))))
+        used = max(used, sum(p.memory_used_bytes or 0 for p in self._processes(gpu, slot)))
         reserved = int(total * _RESERVED_MEMORY_SHARE) if slot is None else 0
         if version is None:  # v1 counts the driver's reservation as used
             info = pynvml.c_nvmlMemory_t()
@@ -550,6 +573,30 @@ class FakeNvml:
             metric.value = 0.0 if share is None else share * busy
         return metricsGet
 
+    # Processes.
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: object) -> list[Any]:
+        """pynvml's friendly objects; on a GPU in MIG mode, its MIG devices' processes together."""
+        gpu = self._gpu(handle)
+        return [self._process_info(gpu, process) for process in self._processes(gpu, _as_handle(handle).mig_slot)]
+
+    def nvmlDeviceGetProcessUtilization(
+        self, handle: object, timeStamp: int
+    ) -> list[pynvml.c_nvmlProcessUtilizationSample_t]:
+        """The buffered samples newer than timeStamp, one per process that used the GPU in a period."""
+        gpu = self._whole(handle)
+        if gpu.spec.mig_instances or not gpu.spec.process_utilization:
+            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        newest = math.floor(self._elapsed() / _PROCESS_SAMPLE_PERIOD_SECONDS)
+        samples = []
+        for period in range(max(0, newest - _PROCESS_SAMPLE_BUFFER + 1), newest + 1):
+            t = period * _PROCESS_SAMPLE_PERIOD_SECONDS
+            stamp = self._epoch_us + round(t * 1e6)
+            if stamp > timeStamp:
+                samples += _process_samples(self._processes(gpu, None), gpu.load.load(t), stamp)
+        if not samples:
+            raise _error(pynvml.NVML_ERROR_NOT_FOUND)
+        return samples
+
     # Events.
     def nvmlEventSetCreate(self) -> _EventSet:
         self._check_init()
@@ -635,6 +682,30 @@ class FakeNvml:
         if slot is None:
             raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return gpu.spec.mig_instances[slot]
+
+    def _processes(self, gpu: _SimGpu, slot: int | None) -> list[SimProcess]:
+        """The processes on a GPU (all of them, for a GPU in MIG mode) or on one of its MIG devices."""
+        on_gpu = [p for p in self._profile.processes if p.gpu == gpu.index]
+        if slot is None:
+            return on_gpu
+        instance = gpu.spec.mig_instances[slot].gpu_instance_id
+        return [p for p in on_gpu if p.gpu_instance_id == instance]
+
+    def _process_info(self, gpu: _SimGpu, process: SimProcess) -> Any:
+        info = pynvml.c_nvmlProcessInfo_t()
+        info.pid = process.pid
+        if process.memory_used_bytes is None:
+            info.usedGpuMemory = pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value
+        else:
+            info.usedGpuMemory = process.memory_used_bytes
+        instances = {m.gpu_instance_id: m for m in gpu.spec.mig_instances}
+        mig = instances.get(process.gpu_instance_id) if process.gpu_instance_id is not None else None
+        info.gpuInstanceId = _NO_INSTANCE_ID if mig is None else mig.gpu_instance_id
+        info.computeInstanceId = _NO_INSTANCE_ID if mig is None else mig.compute_instance_id
+        friendly = pynvml.nvmlStructToFriendlyObject(info)
+        if friendly.usedGpuMemory == pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value:
+            friendly.usedGpuMemory = None  # as pynvml's own wrapper does
+        return friendly
 
     def _clock_event_reasons(self, handle: object) -> int:
         gpu = self._whole(handle)

@@ -83,6 +83,9 @@ class SimGpuGroup(BaseModel):
     remapped_rows: bool = Field(True, description="Ampere and later remap rows")
     retired_pages: bool = Field(False, description="Before Ampere, pages are retired instead")
     ecc_corrected_errors_per_hour: float = Field(0.0, ge=0)
+    process_utilization: bool = Field(
+        True, description="Maxwell and later sample per-process utilization (NOT_SUPPORTED before)"
+    )
     mig_instances: tuple[SimMigInstance, ...] = ()
     fail_after_seconds: float | None = Field(
         None, ge=0, description="From then on every call on these GPUs raises NVML's GPU_IS_LOST"
@@ -105,6 +108,22 @@ class SimGpuGroup(BaseModel):
         return self
 
 
+class SimProcess(BaseModel):
+    """A process with a compute context on one GPU, or on one MIG device of a GPU in MIG mode."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu: int = Field(ge=0, description="NVML index of its GPU")
+    gpu_instance_id: int | None = Field(
+        None, ge=0, description="Its MIG device's GPU instance; required on a GPU in MIG mode, else unset"
+    )
+    pid: int = Field(gt=0, description="Its PID in the host's PID namespace")
+    memory_used_bytes: int | None = Field(
+        ge=0, description="GPU memory it holds; null: NVML_VALUE_NOT_AVAILABLE (pynvml's None)"
+    )
+    sm_share: float = Field(1.0, ge=0, le=1, description="Its part of its device's load, in SM utilization")
+
+
 class SimProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -118,9 +137,34 @@ class SimProfile(BaseModel):
         "uuid), so that they outlive the process as a real driver's do; unset: in memory",
     )
 
+    processes: tuple[SimProcess, ...] = Field(
+        (), description="Compute processes, as nvmlDeviceGetComputeRunningProcesses lists them"
+    )
+
     def expanded(self) -> list[SimGpuGroup]:
         """One entry per GPU, in NVML index order."""
         return [group for group in self.gpus for _ in range(group.count)]
+
+    @model_validator(mode="after")
+    def _processes_fit(self) -> SimProfile:
+        gpus = self.expanded()
+        shares: dict[tuple[int, int | None], float] = {}
+        for process in self.processes:
+            if process.gpu >= len(gpus):
+                raise ValueError(f"process {process.pid} names GPU {process.gpu}; there are {len(gpus)}")
+            instances = {m.gpu_instance_id for m in gpus[process.gpu].mig_instances}
+            if (process.gpu_instance_id is None) != (not instances) or (
+                instances and process.gpu_instance_id not in instances
+            ):
+                raise ValueError(
+                    f"process {process.pid}: gpu_instance_id must name one of GPU {process.gpu}'s MIG "
+                    "instances in MIG mode, and be unset otherwise"
+                )
+            device = (process.gpu, process.gpu_instance_id)
+            shares[device] = shares.get(device, 0.0) + process.sm_share
+            if shares[device] > 1.0 + 1e-9:
+                raise ValueError(f"processes on GPU {process.gpu} share more than all of its SMs")
+        return self
 
 
 def builtin_profiles() -> list[str]:
