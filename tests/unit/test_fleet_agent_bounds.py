@@ -30,6 +30,7 @@ PAIRS: list[tuple[type[BaseModel], str, str]] = [
     (GpuOptions, "pod_resources_socket", "pod_resources_socket"),
     (GpuOptions, "mig", "enable_gpu_mig"),
     (GpuOptions, "dcgm_compat", "gpu_dcgm_compat"),
+    (GpuOptions, "process_top_n", "gpu_process_top_n"),
 ]
 
 

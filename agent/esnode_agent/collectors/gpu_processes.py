@@ -106,7 +106,10 @@ class GpuProcessWriter:
         return shown
 
     def _top(
-        self, identity: GpuIdentity, processes: Sequence[GpuProcess], sharers: Mapping[str, tuple[PodRef, ...]]
+        self,
+        identity: GpuIdentity,
+        processes: Sequence[GpuProcess],
+        sharers: Mapping[str, tuple[PodRef, ...]],
     ) -> tuple[list[ShownProcess], int]:
         """The top processes by memory whose cgroup could be read, and how many were looked at."""
         ranked = sorted(processes, key=lambda p: (-(p.memory_used_bytes or -1.0), p.pid, p.mig_uuid))

@@ -577,7 +577,9 @@ class FakeNvml:
     def nvmlDeviceGetComputeRunningProcesses(self, handle: object) -> list[Any]:
         """pynvml's friendly objects; on a GPU in MIG mode, its MIG devices' processes together."""
         gpu = self._gpu(handle)
-        return [self._process_info(gpu, process) for process in self._processes(gpu, _as_handle(handle).mig_slot)]
+        return [
+            self._process_info(gpu, process) for process in self._processes(gpu, _as_handle(handle).mig_slot)
+        ]
 
     def nvmlDeviceGetProcessUtilization(
         self, handle: object, timeStamp: int

@@ -189,6 +189,12 @@ class GpuOptions(CamelModel):
         False,
         description="Also serve dcgm-exporter's DCGM_FI_* metric names and labels, for its dashboards and alerts",
     )
+    process_top_n: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="Compute processes per GPU with their own series, most GPU memory first; 0 turns them off",
+    )
 
     @field_validator("pod_resources_socket")
     @classmethod

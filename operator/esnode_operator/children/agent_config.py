@@ -21,6 +21,7 @@ _GPU_CONFIG_KEYS = {
     "k8s_mode": "k8s_mode",
     "pod_resources_socket": "pod_resources_socket",
     "dcgm_compat": "gpu_dcgm_compat",
+    "process_top_n": "gpu_process_top_n",
 }
 
 
