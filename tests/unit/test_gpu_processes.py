@@ -299,3 +299,35 @@ def test_a_lost_gpu_reports_no_processes_and_the_others_carry_on(tmp_path: Path)
     samples = SampleIndex(sink.samples)
     assert samples.value("esnode_gpu_up", gpu="0") == 0
     assert {s.label("pid") for s in samples.named("esnode_gpu_process_memory_used_bytes")} == {"4102"}
+
+
+def test_a_time_sliced_gpus_energy_follows_its_holders_sm_use_and_sums_to_the_gpus(tmp_path: Path) -> None:
+    procfs = write_procfs(tmp_path, {4201: systemd_cgroup(UID_A, CID_A), 4202: systemd_cgroup(UID_B, CID_B)})
+    links = tmp_path / "var" / "log" / "containers"
+    links.mkdir(parents=True)
+    (links / f"infer-a_ml_server-{CID_A}.log").touch()
+    (links / f"infer-b_ml_server-{CID_B}.log").touch()
+    profile = load_profile("h100x8")
+    gpu1 = gpu_uuids(profile)[1]
+    _, backend, clock = nvml(profile)
+    collector = GpuCollector(
+        backend,
+        EVERYTHING,
+        EVERYTHING,
+        k8s_mode=True,
+        pods=Sharers({gpu1: (INFER_A, INFER_B)}),  # type: ignore[arg-type]
+        processes=GpuProcessWriter(10, procfs, ContainerLogNames(tmp_path, 10.0)),
+    )
+    cycles = []
+    for _ in range(30):
+        clock.now += 5
+        sink = SampleSink(clock.now)
+        collector.collect(sink)
+        cycles.append(SampleIndex(sink.samples))
+    collector.close()
+    first, last = cycles[0], cycles[-1]
+    joules = {s.label("pod"): s.value for s in last.named("esnode_pod_gpu_energy_joules_total")}
+    gpu_energy = [c.value("esnode_gpu_energy_joules_total", gpu="1") for c in (first, last)]
+    assert gpu_energy[0] is not None and gpu_energy[1] is not None
+    assert joules["infer-a"] + joules["infer-b"] == pytest.approx(gpu_energy[1] - gpu_energy[0])
+    assert joules["infer-a"] / joules["infer-b"] == pytest.approx(3.0, rel=0.1)  # SM shares 0.75 : 0.25

@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from esnode_agent.collectors.gpu_dcgm import DcgmWriter
-from esnode_agent.collectors.gpu_processes import GpuProcessWriter
+from esnode_agent.collectors.gpu_processes import GpuProcessWriter, ShownProcess
 from esnode_agent.collectors.gpu_specs import K8S, PLAIN
-from esnode_agent.collectors.pod_energy import GpuShares, PodGpuEnergy, split_among
+from esnode_agent.collectors.pod_energy import GpuShares, PodGpuEnergy, sm_weights, split_among
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.cycle.collector import STAGE_READ, NoDataError
 from esnode_agent.cycle.samples import SampleSink
@@ -27,6 +27,7 @@ from esnode_agent.gpu.backend import (
     GpuDevice,
     GpuIdentity,
     GpuLostError,
+    GpuProcess,
     GpuReading,
     MigReading,
     NullBackend,
@@ -153,16 +154,25 @@ class GpuCollector:
         for mig in shown_migs:
             self._add_mig(sink, mig, labels["gpu"], identity.uuid, holders)
         self._add_dcgm(sink, identity, reading, shown_migs, holders)
-        if self._processes is not None:
-            sharers = self._pods.sharers() if self._pods else {}
-            self._processes.add(sink, identity, processes, sharers)
-        gpu_shares = self._gpu_shares(identity, reading, shown_migs)
+        shown = self._add_processes(sink, identity, processes)
+        gpu_shares = self._gpu_shares(identity, reading, shown_migs, shown)
         if gpu_shares is not None:
             shares[identity.uuid] = gpu_shares
         return [m.uuid for m in migs]
 
+    def _add_processes(
+        self, sink: SampleSink, identity: GpuIdentity, processes: Sequence[GpuProcess]
+    ) -> list[ShownProcess]:
+        if self._processes is None:
+            return []
+        return self._processes.add(sink, identity, processes, self._pods.sharers() if self._pods else {})
+
     def _gpu_shares(
-        self, identity: GpuIdentity, reading: GpuReading, migs: Sequence[MigReading]
+        self,
+        identity: GpuIdentity,
+        reading: GpuReading,
+        migs: Sequence[MigReading],
+        processes: Sequence[ShownProcess],
     ) -> GpuShares | None:
         """Who gets which weight of this GPU's energy (pod_energy's rule); None without pods or energy."""
         if self._pods is None or reading.energy_joules_total is None:
@@ -175,7 +185,11 @@ class GpuCollector:
                 split_among(sharers.get(mig.uuid, ()), (mig.sm_count or 1) * busy, weights)
         else:
             whole = sharers.get(identity.uuid) or sharers.get(str(identity.index), ())
-            split_among(whole, 1.0, weights)
+            by_sm = sm_weights(whole, [(p.names, p.process.sm_utilization_ratio) for p in processes])
+            if by_sm is None:
+                split_among(whole, 1.0, weights)
+            else:
+                weights.update(by_sm)
         return GpuShares(reading.energy_joules_total, weights)
 
     def _read(

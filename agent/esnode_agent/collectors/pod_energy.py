@@ -1,7 +1,8 @@
 """GPU energy per pod: each GPU's energy increase apportioned to the containers holding it.
 
 Rule (docs/gpu.md): a whole GPU held by one container gives it the GPU's whole increase; a
-time-sliced GPU splits it equally among its holders (NVML names no process shares for them here);
+time-sliced GPU splits it by the SM utilization of its holders' processes over the cycle (the
+per-process series, named through their cgroups), equally where no holder's process has any;
 a GPU in MIG mode splits it over its held MIG devices by SM count x GPM graphics-engine activity
 (SM count alone where GPM is absent), then equally among each device's holders. Shares of one
 cycle sum to that GPU's increase, so the pods' counters sum to the held GPUs' energy. Counters
@@ -11,7 +12,7 @@ down) add nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from esnode_agent.cycle.samples import SampleSink, counter
@@ -42,6 +43,20 @@ def apportion(joules: float, weights: Mapping[PodRef, float]) -> dict[PodRef, fl
     if total <= 0:
         return {pod: joules / len(weights) for pod in weights}
     return {pod: joules * weight / total for pod, weight in weights.items()}
+
+
+def sm_weights(
+    holders: Sequence[PodRef], processes: Iterable[tuple[PodRef, float | None]]
+) -> dict[PodRef, float] | None:
+    """A shared GPU's holders weighted by their processes' summed SM utilization ratios; None
+    (split equally) for fewer than two holders or when none of their processes used the SMs."""
+    if len(holders) < 2:
+        return None
+    weights = dict.fromkeys(holders, 0.0)
+    for names, sm in processes:
+        if names in weights and sm is not None:
+            weights[names] += sm
+    return weights if sum(weights.values()) > 0 else None
 
 
 def split_among(holders: Iterable[PodRef], weight: float, into: dict[PodRef, float]) -> None:
