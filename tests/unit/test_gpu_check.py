@@ -69,3 +69,18 @@ def test_a_run_on_the_simulated_backend_reports_every_gpu_and_the_collection_cos
     assert "ms per GPU per cycle" in out
     assert "in-process backend read()" in out
     assert "no nvidia-smi comparison" in out
+
+
+def test_process_lists_pair_by_gpu_and_pid(gpu_check: ModuleType) -> None:
+    smi = gpu_check.parse_smi_apps_csv("GPU-aaa, 4100, 1394\nGPU-aaa, 4200, [N/A]\nNo running processes found\n")
+    assert smi == {("GPU-aaa", 4100): 1394.0, ("GPU-aaa", 4200): None}
+    agent = gpu_check.parse_agent_processes(
+        'esnode_gpu_process_memory_used_bytes{gpu="0",uuid="GPU-aaa",mig_uuid="",pid="4100",pod_uid="",'
+        'container_id="",namespace="",pod="",container=""} 1461714944\n'
+    )
+    assert agent == {("GPU-aaa", 4100): 1394.0}
+    processes: dict[tuple[str, int], object] = {}
+    gpu_check._pair_processes(processes, agent, smi)
+    lines = gpu_check.process_report({"GPU-aaa": "GPU 0 NVIDIA H200"}, processes)
+    assert any("GPU 0, pid 4100" in line and line.endswith("ok") for line in lines)
+    assert any("pid 4200" in line and line.endswith("nvidia-smi only") for line in lines)
