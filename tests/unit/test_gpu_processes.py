@@ -331,3 +331,16 @@ def test_a_time_sliced_gpus_energy_follows_its_holders_sm_use_and_sums_to_the_gp
     assert gpu_energy[0] is not None and gpu_energy[1] is not None
     assert joules["infer-a"] + joules["infer-b"] == pytest.approx(gpu_energy[1] - gpu_energy[0])
     assert joules["infer-a"] / joules["infer-b"] == pytest.approx(3.0, rel=0.1)  # SM shares 0.75 : 0.25
+
+
+def test_pynvmls_success_without_samples_reads_as_no_new_samples(caplog: pytest.LogCaptureFixture) -> None:
+    # pynvml raises NVMLError(SUCCESS) when the driver answers the sizing call with no samples.
+    fake, backend, _ = nvml(load_profile("h100x8"))
+
+    def no_samples(handle: object, timeStamp: int) -> list[object]:  # noqa: N803
+        raise pynvml.NVMLError(pynvml.NVML_SUCCESS)
+
+    fake.nvmlDeviceGetProcessUtilization = no_samples  # type: ignore[method-assign]
+    (process,) = backend.devices()[0].processes([])
+    assert process.sm_utilization_ratio == 0.0 and process.memory_utilization_ratio == 0.0
+    assert "unreadable" not in caplog.text

@@ -137,7 +137,7 @@ class GpuCollector:
         }
         try:
             reading, migs, shown_migs = self._read(device, whole)
-            processes = device.processes(shown_migs) if self._processes and reading else []
+            processes = device.processes(shown_migs) if self._processes and reading is not None else []
         except GpuLostError as exc:
             self._mark_lost(identity.uuid, identity.index, str(exc))
             if whole:
