@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from esnode_agent.gpu.sim_profile import SimProfile, load_profile
 from esnode_agent.gpu.visibility import DeviceList
 from esnode_agent.podresources.container_logs import ContainerLogNames
 from esnode_agent.podresources.pod_ref import PodRef
+from esnode_agent.serve.exposition import render
 
 EVERYTHING = DeviceList(everything=True)
 GIB = 2**30
@@ -344,3 +347,18 @@ def test_pynvmls_success_without_samples_reads_as_no_new_samples(caplog: pytest.
     (process,) = backend.devices()[0].processes([])
     assert process.sm_utilization_ratio == 0.0 and process.memory_utilization_ratio == 0.0
     assert "unreadable" not in caplog.text
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
+def test_process_series_pass_promtool(tmp_path: Path) -> None:
+    procfs = write_procfs(tmp_path, {4100: systemd_cgroup(UID_A, CID_A), 4201: "0::/\n"})
+    samples, _ = collect_processes(load_profile("h100x8"), procfs, top_n=1)
+    assert samples.named("esnode_gpu_process_sm_utilization_ratio")
+    result = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=render(samples).text.body,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.stderr.decode().strip() == "" and result.returncode == 0
