@@ -362,3 +362,18 @@ def test_process_series_pass_promtool(tmp_path: Path) -> None:
         check=False,
     )
     assert result.stderr.decode().strip() == "" and result.returncode == 0
+
+
+def test_a_mig_gpu_whose_mig_devices_are_not_read_reports_no_process_count(tmp_path: Path) -> None:
+    _, backend, _ = nvml(load_profile("h100-mig"))
+    procfs = write_procfs(tmp_path, {5102: "0::/\n", 5201: "0::/\n"})
+    collector = GpuCollector(
+        backend, EVERYTHING, EVERYTHING, enable_mig=False, processes=GpuProcessWriter(10, procfs, None)
+    )
+    sink = SampleSink(0.0)
+    collector.collect(sink)
+    collector.close()
+    samples = SampleIndex(sink.samples)
+    assert samples.value("esnode_gpu_processes", gpu="0") is None  # unknown, not 0
+    assert samples.value("esnode_gpu_processes", gpu="1") == 1
+    assert {s.label("pid") for s in samples.named("esnode_gpu_process_memory_used_bytes")} == {"5201"}

@@ -137,7 +137,7 @@ class GpuCollector:
         }
         try:
             reading, migs, shown_migs = self._read(device, whole)
-            processes = device.processes(shown_migs) if self._processes and reading is not None else []
+            processes = self._read_processes(device, reading, shown_migs)
         except GpuLostError as exc:
             self._mark_lost(identity.uuid, identity.index, str(exc))
             if whole:
@@ -160,10 +160,22 @@ class GpuCollector:
             shares[identity.uuid] = gpu_shares
         return [m.uuid for m in migs]
 
+    def _read_processes(
+        self, device: GpuDevice, reading: GpuReading | None, migs: Sequence[MigReading]
+    ) -> list[GpuProcess] | None:
+        """The GPU's processes; None when not read: series off, or a GPU in MIG mode whose MIG
+        devices are not read (its processes are listed per MIG device), rather than a made-up 0."""
+        if self._processes is None or reading is None:
+            return None
+        identity = device.identity
+        if reading.mig_mode_enabled and not self._mig_scope.selects_gpu(identity.index, identity.uuid):
+            return None
+        return device.processes(migs)
+
     def _add_processes(
-        self, sink: SampleSink, identity: GpuIdentity, processes: Sequence[GpuProcess]
+        self, sink: SampleSink, identity: GpuIdentity, processes: Sequence[GpuProcess] | None
     ) -> list[ShownProcess]:
-        if self._processes is None:
+        if self._processes is None or processes is None:
             return []
         return self._processes.add(sink, identity, processes, self._pods.sharers() if self._pods else {})
 
