@@ -3,7 +3,8 @@
 One series per GPU per field, and one per MIG device: a field the GPU does not support is absent.
 A GPU that stops answering reports esnode_gpu_up=0 while the others carry on. In k8s_mode every
 series also carries the Kubernetes resource name and the pod holding the device (empty when none
-does); the pod map comes from a background refresher, never from the collection path.
+does); the pod map comes from a background refresher, never from the collection path. With
+gpu_process_top_n above 0, each GPU's compute processes too (gpu_processes).
 """
 
 from __future__ import annotations
