@@ -363,6 +363,7 @@ REJECTED = {
     ),
     "duplicate env": ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "Duplicate value"),
     "quantity in words": ({"resources": {"limits": {"memory": "lots"}}}, "spec.resources.limits.memory"),
+    "process series above the bound": ({"gpu": {"processTopN": 5000}}, "spec.gpu.processTopN"),
 }
 
 
