@@ -12,6 +12,7 @@ import pytest
 
 from esnode_agent.collectors.gpu import GpuCollector
 from esnode_agent.collectors.gpu_processes import GpuProcessWriter
+from esnode_agent.collectors.pod_energy import sm_weights
 from esnode_agent.cycle.samples import SampleIndex, SampleSink
 from esnode_agent.gpu.nvml_backend import NvmlBackend, open_nvml
 from esnode_agent.gpu.sim_backend import FakeNvml
@@ -377,3 +378,14 @@ def test_a_mig_gpu_whose_mig_devices_are_not_read_reports_no_process_count(tmp_p
     assert samples.value("esnode_gpu_processes", gpu="0") is None  # unknown, not 0
     assert samples.value("esnode_gpu_processes", gpu="1") == 1
     assert {s.label("pid") for s in samples.named("esnode_gpu_process_memory_used_bytes")} == {"5201"}
+
+
+def test_sm_weights_split_by_holders_processes_or_fall_back_to_equal() -> None:
+    host = PodRef("", "", "")
+    assert sm_weights((INFER_A, INFER_B), [(INFER_A, 0.6), (INFER_A, 0.2), (INFER_B, 0.2), (host, 0.9)]) == {
+        INFER_A: pytest.approx(0.8),
+        INFER_B: pytest.approx(0.2),
+    }
+    assert sm_weights((INFER_A, INFER_B), [(INFER_A, 0.0), (INFER_B, None)]) is None  # nobody computed
+    assert sm_weights((INFER_A, INFER_B), [(host, 0.5)]) is None  # no holder's process named
+    assert sm_weights((INFER_A,), [(INFER_A, 0.5)]) is None  # one holder takes it all anyway
