@@ -73,7 +73,13 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     socket_flags = ("--pod-resources-socket", str(socket_path), "--pod-resources-refresh-seconds", "1")
     host_flags = ("--path-procfs", str(workdir / "host" / "proc"), "--path-rootfs", str(workdir / "host"))
     # The host collectors would read the fake procfs; only the GPU is under test.
-    off = ("--no-enable-cpu", "--no-enable-memory", "--no-enable-disk", "--no-enable-network", "--no-enable-power")
+    off = (
+        "--no-enable-cpu",
+        "--no-enable-memory",
+        "--no-enable-disk",
+        "--no-enable-network",
+        "--no-enable-power",
+    )
     try:
         with agent(*flags, *socket_flags, *host_flags, *off, log_path=workdir / "agent.log") as agent_url:
             uuids = dict(GPU_UUID.findall(httpx.get(f"{agent_url}/metrics", timeout=5).text))

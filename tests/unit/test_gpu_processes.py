@@ -350,7 +350,9 @@ def test_pynvmls_success_without_samples_reads_as_no_new_samples(caplog: pytest.
     assert "unreadable" not in caplog.text
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)"
+)
 def test_process_series_pass_promtool(tmp_path: Path) -> None:
     procfs = write_procfs(tmp_path, {4100: systemd_cgroup(UID_A, CID_A), 4201: "0::/\n"})
     samples, _ = collect_processes(load_profile("h100x8"), procfs, top_n=1)
