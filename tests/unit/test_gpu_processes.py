@@ -391,3 +391,15 @@ def test_sm_weights_split_by_holders_processes_or_fall_back_to_equal() -> None:
     assert sm_weights((INFER_A, INFER_B), [(INFER_A, 0.0), (INFER_B, None)]) is None  # nobody computed
     assert sm_weights((INFER_A, INFER_B), [(host, 0.5)]) is None  # no holder's process named
     assert sm_weights((INFER_A,), [(INFER_A, 0.5)]) is None  # one holder takes it all anyway
+
+
+def test_a_driver_without_the_v3_call_answers_through_v2() -> None:
+    # pynvml's unversioned call raises its own mismatch error (not an NVMLError) on such a driver.
+    fake, backend, _ = nvml(load_profile("h100x8"))
+
+    def v3_missing(handle: object) -> list[object]:
+        raise pynvml.NVMLLibraryMismatchError("Unversioned function called")
+
+    fake.nvmlDeviceGetComputeRunningProcesses = v3_missing  # type: ignore[method-assign]
+    assert [p.pid for p in backend.devices()[0].processes([])] == [4100]
+    assert fake.call_counts()[(0, "nvmlDeviceGetComputeRunningProcesses_v2")] == 1

@@ -349,7 +349,7 @@ class NvmlDevice:
         if self._mig_mode:
             return [process for mig in migs for process in self._mig_processes(mig.uuid)]
         lib, h = self._lib, self._handle
-        running = self._field("processes", lambda: lib.nvmlDeviceGetComputeRunningProcesses(h))
+        running = self._field("processes", lambda: _running_processes(lib, h))
         samples = self._field("process_utilization", self._process_samples) if running else None
         return [_process(info, samples) for info in running or ()]
 
@@ -357,9 +357,7 @@ class NvmlDevice:
         handle = self._mig_handles.get(uuid)
         if handle is None:
             return []
-        running = self._field(
-            f"processes_{uuid}", lambda: self._lib.nvmlDeviceGetComputeRunningProcesses(handle)
-        )
+        running = self._field(f"processes_{uuid}", lambda: _running_processes(self._lib, handle))
         return [
             GpuProcess(int(info.pid), _bytes_or_none(info.usedGpuMemory), mig_uuid=uuid)
             for info in running or ()
@@ -594,6 +592,15 @@ def _memory(lib: NvmlApi, handle: Handle) -> _Memory:
         info = lib.nvmlDeviceGetMemoryInfo(handle)
         return _Memory(float(info.used), float(info.total), float(info.free), None)
     return _Memory(float(info.used), float(info.total), float(info.free), float(info.reserved))
+
+
+def _running_processes(lib: NvmlApi, handle: Handle) -> Sequence[ProcessInfo]:
+    """Drivers older than the v3 call have v2 (same fields); for the unversioned call pynvml then
+    raises its own NVMLLibraryMismatchError, not an NVMLError. Neither: FUNCTION_NOT_FOUND."""
+    try:
+        return lib.nvmlDeviceGetComputeRunningProcesses(handle)
+    except pynvml.NVMLLibraryMismatchError:
+        return lib.nvmlDeviceGetComputeRunningProcesses_v2(handle)
 
 
 def _process(info: ProcessInfo, samples: dict[int, tuple[float, float]] | None) -> GpuProcess:

@@ -581,6 +581,13 @@ class FakeNvml:
             self._process_info(gpu, process) for process in self._processes(gpu, _as_handle(handle).mig_slot)
         ]
 
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: object) -> list[Any]:
+        """What drivers before the v3 call answer: the same fields."""
+        gpu = self._gpu(handle)
+        return [
+            self._process_info(gpu, process) for process in self._processes(gpu, _as_handle(handle).mig_slot)
+        ]
+
     def nvmlDeviceGetProcessUtilization(
         self, handle: object, timeStamp: int
     ) -> list[pynvml.c_nvmlProcessUtilizationSample_t]:
