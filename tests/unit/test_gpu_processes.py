@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -403,3 +404,15 @@ def test_a_driver_without_the_v3_call_answers_through_v2() -> None:
     fake.nvmlDeviceGetComputeRunningProcesses = v3_missing  # type: ignore[method-assign]
     assert [p.pid for p in backend.devices()[0].processes([])] == [4100]
     assert fake.call_counts()[(0, "nvmlDeviceGetComputeRunningProcesses_v2")] == 1
+
+
+def test_an_unreadable_cgroup_skips_the_process_and_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    procfs = write_procfs(tmp_path, {4102: "0::/\n"})
+    (procfs / "4100").mkdir()
+    (procfs / "4100" / "cgroup").mkdir()  # reading it fails (IsADirectoryError), as a denied read would
+    with caplog.at_level(logging.INFO):
+        samples, _ = collect_processes(load_profile("h100x8"), procfs, cycles=2)
+    assert {s.label("pid") for s in samples.named("esnode_gpu_process_memory_used_bytes")} == {"4102"}
+    assert caplog.text.count("cgroup unreadable") == 1

@@ -4,7 +4,7 @@ Bounded cardinality: the ``top_n`` processes per GPU holding the most memory get
 are counted in esnode_gpu_processes_left_out_total. A process's pod UID and container ID come from
 its cgroup (the agent runs in the host's PID namespace); its names from the kubelet's container
 log links by container ID, else, for a process in a pod on a device held by one container only,
-that holder (pod-resources). A process that exited before its cgroup was read is skipped.
+that holder (pod-resources). A process whose cgroup cannot be read (it exited) is skipped.
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ class GpuProcessWriter:
             examined += 1
             try:
                 place = read_pod_container(self._procfs, process.pid)
-            except ProcessLookupError:
-                self._log_skipped(process.pid)
+            except OSError as exc:  # ProcessLookupError: it exited; else unreadable
+                self._log_skipped(process.pid, exc)
                 continue
             holders = _device_holders(identity, process, sharers)
             shown.append(ShownProcess(process, place, self._names(place, holders)))
@@ -157,12 +157,12 @@ class GpuProcessWriter:
             if value is not None:
                 sink.add(spec, value, **labels)
 
-    def _log_skipped(self, pid: int) -> None:
+    def _log_skipped(self, pid: int, error: OSError) -> None:
         if not self._skip_logged:
             log.info(
-                "GPU process not in procfs, skipped (it exited, or the agent does not share the "
-                "host's PID namespace)",
-                extra={"pid": pid, "procfs": str(self._procfs)},
+                "GPU process's cgroup unreadable, skipped (it exited, or the agent does not share "
+                "the host's PID namespace)",
+                extra={"pid": pid, "procfs": str(self._procfs), "error": repr(error)},
             )
             self._skip_logged = True
 
