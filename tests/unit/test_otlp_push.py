@@ -4,6 +4,8 @@ real loopback HTTP server answering as a receiver under load does (503, 429 with
 from __future__ import annotations
 
 import http.server
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -253,3 +255,10 @@ def test_a_client_certificate_needs_its_key(tmp_path: Path) -> None:
             {"otlp_endpoint": "https://127.0.0.1:4318", "otlp_cert_file": str(tmp_path / "c.pem")},
             cwd=tmp_path,
         )
+
+
+def test_an_agent_without_otlp_loads_no_otlp_messages() -> None:
+    """The protobuf descriptors cost ~4 MiB of RSS: only an agent that pushes pays for them."""
+    code = "import esnode_agent.cli, sys; print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "False"), result.stderr

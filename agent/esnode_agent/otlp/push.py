@@ -18,11 +18,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from esnode_agent.cycle.snapshot import Snapshot
-from esnode_agent.otlp.encode import SnapshotEncoder
+
+if TYPE_CHECKING:  # the protobuf messages load only where a pusher is built (otlp/wiring.py)
+    from esnode_agent.otlp.encode import SnapshotEncoder
 
 log = logging.getLogger(__name__)
 

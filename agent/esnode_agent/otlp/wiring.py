@@ -10,7 +10,6 @@ import httpx
 
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError
-from esnode_agent.otlp.encode import SnapshotEncoder, resource_attributes
 from esnode_agent.otlp.push import OtlpPusher, metrics_url, tls_context
 
 
@@ -18,6 +17,8 @@ def build_pusher(config: AgentConfig) -> OtlpPusher | None:
     """Fails with ConfigError, before anything starts, on a TLS file that cannot be used."""
     if config.otlp_endpoint is None:
         return None
+    # ~4 MiB of protobuf descriptors: loaded only when the push is on.
+    from esnode_agent.otlp.encode import SnapshotEncoder, resource_attributes  # noqa: PLC0415
     try:
         context = tls_context(
             _name(config.otlp_ca_file),
