@@ -11,6 +11,7 @@ import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agent_process import free_port, running
@@ -31,8 +32,11 @@ def prometheus3_binary() -> Path:
 
 
 @contextmanager
-def otlp_prometheus(workdir: Path, promote: tuple[str, ...] = ()) -> Iterator[str]:
-    """Yields the base URL; OTLP metrics go to <url>/api/v1/otlp/v1/metrics."""
+def otlp_prometheus(
+    workdir: Path, promote: tuple[str, ...] = (), web_config: str | None = None, **ready_request: Any
+) -> Iterator[str]:
+    """Yields the base URL; OTLP metrics go to <url>/api/v1/otlp/v1/metrics. ``web_config``: its
+    exporter-toolkit web config (TLS), with ``ready_request`` what the readiness check needs."""
     config = workdir / "prometheus.yml"
     promoted = ", ".join(promote)
     config.write_text(
@@ -48,5 +52,11 @@ def otlp_prometheus(workdir: Path, promote: tuple[str, ...] = ()) -> Iterator[st
         f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-otlp-receiver",
     ]
-    with running(args, f"http://127.0.0.1:{port}/-/ready", workdir / "prometheus.log"):
-        yield f"http://127.0.0.1:{port}"
+    scheme = "http"
+    if web_config is not None:
+        (workdir / "web.yml").write_text(web_config)
+        args.append(f"--web.config.file={workdir / 'web.yml'}")
+        scheme = "https"
+    url = f"{scheme}://127.0.0.1:{port}"
+    with running(args, f"{url}/-/ready", workdir / "prometheus.log", **ready_request):
+        yield url

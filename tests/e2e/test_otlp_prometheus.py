@@ -8,6 +8,7 @@ host and node. A receiver that never answers must cost neither cycles nor /metri
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from agent_process import agent
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_otlp_process import otlp_prometheus
 from prometheus_process import query, wait_for_result
+from tls_material import make_tls_material
 
 pytestmark = pytest.mark.e2e
 
@@ -165,3 +167,40 @@ def test_a_receiver_that_never_answers_stalls_neither_cycles_nor_metrics(tmp_pat
     assert slowest < 1.0, f"/metrics took {slowest:.2f}s"
     gaps = [b - a for a, b in zip(sorted(set(cycles)), sorted(set(cycles))[1:], strict=False)]
     assert len(cycles) > 10 and max(gaps) < 2.5, gaps  # a cycle every second throughout
+
+
+def test_a_push_over_mutual_tls_arrives_and_one_without_a_client_certificate_is_refused(
+    tmp_path: Path,
+) -> None:
+    tls = make_tls_material(tmp_path / "tls")
+    web_config = (
+        f"tls_server_config:\n  cert_file: {tls.server_cert}\n  key_file: {tls.server_key}\n"
+        f"  client_ca_file: {tls.ca_cert}\n  client_auth_type: RequireAndVerifyClientCert\n"
+    )
+    client = ssl.create_default_context(cafile=str(tls.ca_cert))
+    client.load_cert_chain(tls.client_cert, tls.client_key)
+    with otlp_prometheus(tmp_path, web_config=web_config, verify=client) as prometheus:
+        common = ("--gpu-backend=sim:h100x8", "--scrape-interval=1", "--otlp-interval-seconds=1",
+                  f"--otlp-endpoint={prometheus}/api/v1/otlp", f"--otlp-ca-file={tls.ca_cert}")  # fmt: skip
+        with (
+            agent(*common, "--node-name=no-cert", log_path=tmp_path / "refused.log") as refused,
+            agent(
+                *common,
+                "--node-name=with-cert",
+                f"--otlp-cert-file={tls.client_cert}",
+                f"--otlp-key-file={tls.client_key}",
+                log_path=tmp_path / "accepted.log",
+            ),
+        ):
+            deadline = time.monotonic() + 60
+            arrived: set[str] = set()
+            retries = 0.0
+            while time.monotonic() < deadline and not (arrived and retries >= 1):
+                result = httpx.get(
+                    f"{prometheus}/api/v1/query", params={"query": POWER}, verify=client, timeout=10
+                ).json()["data"]["result"]
+                arrived = {r["metric"]["instance"] for r in result}
+                retries = _scrape(refused)[("esnode_otlp_push_retries_total", frozenset())]
+                time.sleep(0.5)
+    assert arrived == {"with-cert"}
+    assert retries >= 1  # the handshake failed, and was retried

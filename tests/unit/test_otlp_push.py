@@ -4,6 +4,7 @@ real loopback HTTP server answering as a receiver under load does (503, 429 with
 from __future__ import annotations
 
 import http.server
+import logging
 import subprocess
 import sys
 import threading
@@ -196,7 +197,8 @@ def test_503_and_429_are_retried_with_backoff_honouring_retry_after() -> None:
     ]
 
 
-def test_a_receiver_that_keeps_failing_costs_one_push_not_the_rest() -> None:
+def test_a_receiver_that_keeps_failing_costs_one_push_not_the_rest(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="esnode_agent.otlp.push")
     waits = _Waits()
     with _receiving([(503, {})] * 5 + [(400, {})]) as receiver:
         pusher = _pusher(receiver.url, waits)
@@ -209,6 +211,12 @@ def test_a_receiver_that_keeps_failing_costs_one_push_not_the_rest() -> None:
     assert pusher.stats.results == {"success": 1, "rejected": 1, "failed": 1, "dropped": 0}
     assert pusher.stats.retries == 4
     assert len(receiver.bodies) == 7
+    # One line per change of state (failing, failing otherwise, recovered), not one per attempt.
+    assert [(r.levelname, r.getMessage(), getattr(r, "result", None)) for r in caplog.records] == [
+        ("WARNING", "otlp push failing", "failed"),
+        ("WARNING", "otlp push failing", "rejected"),
+        ("INFO", "otlp push recovered", None),
+    ]
 
 
 def test_a_full_queue_drops_its_oldest_snapshots_and_counts_them() -> None:

@@ -148,7 +148,12 @@ class OtlpPusher:
                 if self._stopping.is_set():
                     return
                 snapshot = self._queue.popleft()
-            self._push(snapshot)
+            try:
+                self._push(snapshot)
+            except Exception:  # a fault in encoding must cost one push, never the pusher
+                log.exception("otlp push failed unexpectedly", extra={"url": self._url})
+                with self._ready:
+                    self._results[RESULT_FAILED] += 1
 
     def _push(self, snapshot: Snapshot) -> None:
         started = time.monotonic()
@@ -184,7 +189,8 @@ class OtlpPusher:
 
     def _log_transition(self, result: str, error: str | None) -> None:
         """Logs when pushing starts failing, changes how, or recovers; never once per push."""
-        failing = None if result == RESULT_SUCCESS else f"{result}: {error}"
+        # Keyed by the kind of error ("HTTP 503", "ConnectError"), not its text, which may vary.
+        failing = None if result == RESULT_SUCCESS else f"{result}: {(error or '').split(':')[0]}"
         if failing == self._failing:
             return
         if failing is None:
