@@ -102,16 +102,27 @@ def test_pushed_gauges_and_counters_have_the_values_metrics_served_for_that_cycl
         assert pushed == expected, name
 
 
-def test_counters_stay_counters_and_gauges_gauges(pushing: tuple[str, str, Path]) -> None:
+def test_every_family_arrives_under_its_exposition_name(pushing: tuple[str, str, Path]) -> None:
+    """The receiver adds suffixes (its default strategy): a gauge sent as a monotonic Sum would gain
+    `_total`, a counter's `_total` must not double; every name must come out as /metrics spells it."""
+    prometheus, agent_url, _ = pushing
+    served = {name for name, _ in _scrape(agent_url)}
+    pushed = httpx.get(
+        f"{prometheus}/api/v1/label/__name__/values",
+        params={"match[]": '{job="esnode-agent"}', "start": f"{time.time() - 3:.3f}"},
+        timeout=10,
+    ).json()["data"]
+    assert set(pushed) - {"target_info"} == served
+
+
+def test_counters_stay_monotonic(pushing: tuple[str, str, Path]) -> None:
     prometheus, _, _ = pushing
     time.sleep(3)  # a few pushes, for rate()
     rates = query(prometheus, f"rate({ENERGY}[10s])")
     assert len(rates) == 8
     assert all(float(r["value"][1]) >= 0 for r in rates)
     assert any(float(r["value"][1]) > 0 for r in rates)  # simulated GPUs draw power
-    metadata = httpx.get(f"{prometheus}/api/v1/metadata", timeout=10).json()["data"]
-    assert metadata[ENERGY][0]["type"] == "counter"
-    assert metadata[POWER][0]["type"] == "gauge"
+    assert query(prometheus, "resets(esnode_cpu_seconds_total[1m]) > 0") == []
 
 
 def test_series_carry_the_service_host_and_node(pushing: tuple[str, str, Path]) -> None:
