@@ -123,7 +123,7 @@ class OtlpPusher:
         self._stopping.set()
         with self._ready:
             self._ready.notify_all()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=1.0)
         if not self._thread.is_alive():  # else a request is in flight: the daemon thread ends with us
             self._client.close()
 
