@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import ssl
 import subprocess
 import sys
 import threading
@@ -26,7 +27,8 @@ from esnode_agent.cycle.samples import Sample, SampleIndex
 from esnode_agent.cycle.snapshot import Snapshot
 from esnode_agent.otlp.collector import OtlpPushCollector
 from esnode_agent.otlp.encode import SnapshotEncoder, resource_attributes
-from esnode_agent.otlp.push import QUEUE_SNAPSHOTS, OtlpPusher, metrics_url, retry_after_seconds
+from esnode_agent.otlp.push import QUEUE_SNAPSHOTS, OtlpPusher, metrics_url, retry_after_seconds, tls_context
+from esnode_agent.otlp.wiring import build_pusher
 
 GPU_LABELS = ("0", "GPU-aaaa")
 
@@ -270,3 +272,16 @@ def test_an_agent_without_otlp_loads_no_otlp_messages() -> None:
     code = "import esnode_agent.cli, sys; print(any(m.startswith('opentelemetry') for m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout.strip()) == (0, "False"), result.stderr
+
+
+def test_an_unreadable_ca_file_is_a_config_error_before_anything_starts(tmp_path: Path) -> None:
+    config = AgentConfig(otlp_endpoint="https://127.0.0.1:4318", otlp_ca_file=tmp_path / "missing.pem")
+    with pytest.raises(ConfigError, match="otlp TLS files"):
+        build_pusher(config)
+
+
+def test_skipping_verification_is_opt_in() -> None:
+    assert tls_context(None, None, None, insecure_skip_verify=False).verify_mode == ssl.CERT_REQUIRED
+    insecure = tls_context(None, None, None, insecure_skip_verify=True)
+    assert (insecure.verify_mode, insecure.check_hostname) == (ssl.CERT_NONE, False)
+    assert build_pusher(AgentConfig()) is None  # no endpoint: no pusher at all
