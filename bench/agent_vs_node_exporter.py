@@ -4,8 +4,10 @@
 Both serve on loopback; wrk drives each with the same load (1 connection, then 10), bounded in
 time. Prints per side p50/p99 latency, scrapes/s, CPU seconds per scrape, RSS and payload size,
 then agent/node_exporter ratios beside the targets. Needs: wrk, prometheus-node-exporter.
+With --tls both serve HTTPS from the same exporter-toolkit web-config file (a self-signed P-256
+certificate made with openssl in a temp dir); wrk keeps its connections, so handshakes are few.
 
-    python bench/agent_vs_node_exporter.py [--seconds 10]
+    python bench/agent_vs_node_exporter.py [--seconds 10] [--tls]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +79,29 @@ def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
 
 
-def wait_ready(url: str) -> None:
+def web_config(directory: Path) -> Path:
+    """A web-config file serving TLS with a fresh self-signed certificate for 127.0.0.1."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    config = directory / "web-config.yml"
+    config.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    return config
+
+
+def wait_ready(url: str, verify: str | bool) -> None:
+    """``verify``: the CA file the bench's own requests check the certificate with (--tls)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -130,14 +151,16 @@ def run_wrk(url: str, connections: int, seconds: int, pid: int) -> Load:
     return Load(connections, requests, elapsed, p50, p99, cpu)
 
 
-def payload_sizes(url: str) -> tuple[int, int]:
-    plain = httpx.get(url, headers={"Accept-Encoding": "identity"}, timeout=10).content
-    with httpx.stream("GET", url, headers={"Accept-Encoding": "gzip"}, timeout=10) as response:
+def payload_sizes(url: str, verify: str | bool) -> tuple[int, int]:
+    plain = httpx.get(url, headers={"Accept-Encoding": "identity"}, timeout=10, verify=verify).content
+    with httpx.stream("GET", url, headers={"Accept-Encoding": "gzip"}, timeout=10, verify=verify) as response:
         zipped = b"".join(response.iter_raw())
     return len(plain), len(zipped)
 
 
-def measure(name: str, url: str, pid: int, seconds: int, cycle_cpu: float | None) -> Side:
+def measure(
+    name: str, url: str, pid: int, seconds: int, cycle_cpu: float | None, *, verify: str | bool
+) -> Side:
     run_wrk(url, 1, 2, pid)  # warm-up: imports, connection pools, page cache
     sequential = run_wrk(url, 1, seconds, pid)
     concurrent = run_wrk(url, 10, seconds, pid)
@@ -145,7 +168,7 @@ def measure(name: str, url: str, pid: int, seconds: int, cycle_cpu: float | None
     load_cpu = sequential.cpu_seconds + concurrent.cpu_seconds
     if cycle_cpu is not None:  # the agent keeps collecting in the background; count that apart
         load_cpu -= cycle_cpu * (sequential.seconds + concurrent.seconds) / AGENT_INTERVAL_SECONDS
-    plain, zipped = payload_sizes(url)
+    plain, zipped = payload_sizes(url, verify)
     return Side(
         name, sequential, concurrent, rss_bytes(pid), plain, zipped, max(load_cpu, 0.0) / requests, cycle_cpu
     )
@@ -207,10 +230,19 @@ def main() -> int:
     parser.add_argument(
         "--agent-flags", default="", help="extra flags for esnode-agent, e.g. '--gpu-backend sim:h100x8'"
     )
+    parser.add_argument("--tls", action="store_true", help="both over HTTPS, from one web-config file")
     args = parser.parse_args()
-    for tool in ("wrk", "prometheus-node-exporter"):
+    for tool in ("wrk", "prometheus-node-exporter", *(("openssl",) if args.tls else ())):
         if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is required (apt-get install wrk prometheus-node-exporter)")
+            raise SystemExit(f"{tool} is required (apt-get install wrk prometheus-node-exporter openssl)")
+    with tempfile.TemporaryDirectory(prefix="esnode-bench-") as tmp:
+        return run(args, web_config(Path(tmp)) if args.tls else None)
+
+
+def run(args: argparse.Namespace, web_config_file: Path | None) -> int:
+    scheme = "https" if web_config_file is not None else "http"
+    web_flags = [f"--web.config.file={web_config_file}"] if web_config_file is not None else []
+    verify: str | bool = str(web_config_file.parent / "cert.pem") if web_config_file is not None else True
 
     agent_port, exporter_port = free_port(), free_port()
     agent_cmd = [
@@ -223,32 +255,35 @@ def main() -> int:
         str(AGENT_INTERVAL_SECONDS),
         "--log-level",
         "warning",
+        *web_flags,
         *args.agent_flags.split(),
     ]
-    exporter_cmd = ["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{exporter_port}"]
+    exporter_cmd = ["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{exporter_port}", *web_flags]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESNODE_")}
     agent = subprocess.Popen(agent_cmd, env=env)
     exporter = subprocess.Popen(exporter_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready(f"http://127.0.0.1:{agent_port}/readyz")
-        wait_ready(f"http://127.0.0.1:{exporter_port}/metrics")
+        wait_ready(f"{scheme}://127.0.0.1:{agent_port}/readyz", verify)
+        wait_ready(f"{scheme}://127.0.0.1:{exporter_port}/metrics", verify)
         cycle_cpu = agent_cycle_cpu(agent.pid)
         anchor = measure(
             "node_exporter 1.5 (Debian)",
-            f"http://127.0.0.1:{exporter_port}/metrics",
+            f"{scheme}://127.0.0.1:{exporter_port}/metrics",
             exporter.pid,
             args.seconds,
             None,
+            verify=verify,
         )
         measured = measure(
-            "esnode-agent", f"http://127.0.0.1:{agent_port}/metrics", agent.pid, args.seconds, cycle_cpu
+            "esnode-agent", f"{scheme}://127.0.0.1:{agent_port}/metrics", agent.pid, args.seconds, cycle_cpu, verify=verify
         )
     finally:
         for process in (agent, exporter):
             process.terminate()
             process.wait(10)
     print(
-        f"{os.cpu_count()} CPUs; agent interval {AGENT_INTERVAL_SECONDS:g}s; load phases {args.seconds}s each"
+        f"{os.cpu_count()} CPUs; agent interval {AGENT_INTERVAL_SECONDS:g}s; load phases {args.seconds}s each;"
+        f" {scheme.upper()}; load average {os.getloadavg()[0]:.1f} at the end"
     )
     print_side(anchor)
     print_side(measured)

@@ -13,14 +13,19 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from esnode_agent.capping.collector import PowerCappingCollector
+from esnode_agent.capping.controller import PowerCapper
 from esnode_agent.capping.wiring import build_capper
 from esnode_agent.collectors.registry import build_collectors
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError
-from esnode_agent.cycle.loop import CollectionLoop
+from esnode_agent.cycle.loop import CollectionLoop, SnapshotHandler
 from esnode_agent.cycle.snapshot import Snapshot
-from esnode_agent.history.writer import build_history_writer
+from esnode_agent.history.writer import HistoryWriter, build_history_writer
+from esnode_agent.otlp.collector import OtlpPushCollector
+from esnode_agent.otlp.push import OtlpPusher
+from esnode_agent.otlp.wiring import build_pusher
 from esnode_agent.report.fleet_envelope import follow_fleet_envelope
+from esnode_agent.report.reporter import Reporter
 from esnode_agent.report.wiring import api_client, build_reporter
 from esnode_agent.serve.app import create_app
 from esnode_agent.serve.kube_auth import kube_auth_guard
@@ -89,6 +94,29 @@ def bind_listener(config: AgentConfig) -> socket.socket:
     return sock
 
 
+def _snapshot_handler(
+    latest: Latest,
+    reporter: Reporter | None,
+    history: HistoryWriter | None,
+    pusher: OtlpPusher | None,
+    capper: PowerCapper | None,
+) -> SnapshotHandler:
+    """What each finished cycle is handed to; all but the capper only enqueue it."""
+
+    async def on_snapshot(snapshot: Snapshot) -> None:
+        await latest.publish(snapshot)
+        if reporter is not None:
+            reporter.offer(snapshot)
+        if history is not None:
+            history.offer(snapshot)
+        if pusher is not None:
+            pusher.offer(snapshot)
+        if capper is not None:
+            await asyncio.to_thread(capper.step, snapshot)
+
+    return on_snapshot
+
+
 async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher | None = None) -> None:
     latest = Latest()
     history = build_history_writer(config)  # a bad path fails before any collector starts
@@ -98,21 +126,15 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
     capper = build_capper(config, collectors)
     if capper is not None:
         collectors.append(PowerCappingCollector(capper))
-
-    async def on_snapshot(snapshot: Snapshot) -> None:
-        await latest.publish(snapshot)
-        if reporter is not None:
-            reporter.offer(snapshot)
-        if history is not None:
-            history.offer(snapshot)
-        if capper is not None:
-            await asyncio.to_thread(capper.step, snapshot)
+    pusher = build_pusher(config)  # OTLP push: opt-in, on its own thread
+    if pusher is not None:
+        collectors.append(OtlpPushCollector(pusher))
 
     loop = CollectionLoop(
         collectors,
         interval_seconds=config.scrape_interval_seconds,
         timeout_seconds=config.effective_collector_timeout_seconds,
-        on_snapshot=on_snapshot,
+        on_snapshot=_snapshot_handler(latest, reporter, history, pusher, capper),
     )
     loop_task = asyncio.create_task(loop.run_forever(), name="collection-loop")
     tasks = [loop_task]
@@ -159,6 +181,9 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
     if history is not None:
         history.start()
         server.on_shutdown.append(history.stop)  # the last flush
+    if pusher is not None:
+        pusher.start()
+        server.on_shutdown.append(pusher.stop)
     host, _ = config.listen_host_port
     log.info(
         "serving",

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     field_validator,
     model_validator,
 )
@@ -47,6 +48,9 @@ _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 # A cycle costs about 4 ms of CPU: 0.1 s keeps a misconfigured agent under a twentieth of a core
 # (1e-9 s was accepted and logged 2,000 warnings a second).
 MIN_SCRAPE_INTERVAL_SECONDS = 0.1
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
+# Keys whose values a config error never echoes.
+SECRET_KEYS = frozenset({"otlp_headers"})
 
 
 def _split_commas(text: str) -> list[str]:
@@ -99,12 +103,43 @@ def _check_metric_names(names: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+def _otlp_headers(value: object) -> object:
+    """``NAME=VALUE,...`` as in OTEL_EXPORTER_OTLP_HEADERS: the first ``=`` splits (base64 values end
+    in ``=``) and values are percent-decoded, so a comma is written ``%2C``."""
+    if not isinstance(value, str):
+        return value
+    headers = {}
+    for item in _split_commas(value):
+        name, sep, header_value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError("expected NAME=VALUE,... (values not shown: they may be secrets)")
+        headers[name.strip()] = unquote(header_value.strip())
+    return headers
+
+
+def _check_header_names(headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    for name in headers:
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not an HTTP header name")
+    return headers
+
+
+def _check_otlp_endpoint(url: str | None) -> str | None:
+    if url is not None:
+        _check_urls((url,))
+    return url
+
+
 AppUrls = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_separated), AfterValidator(_check_urls)]
 MetricNames = Annotated[
     tuple[str, ...], NoDecode, BeforeValidator(_comma_separated), AfterValidator(_check_metric_names)
 ]
 ModelNameByTarget = Annotated[dict[str, str], NoDecode, BeforeValidator(_name_by_target)]
 GpuUuidsByTarget = Annotated[dict[str, tuple[str, ...]], NoDecode, BeforeValidator(_uuids_by_target)]
+# Values are secrets (API keys): SecretStr keeps them out of `esnode-agent config`, reprs and errors.
+OtlpHeaders = Annotated[
+    dict[str, SecretStr], NoDecode, BeforeValidator(_otlp_headers), AfterValidator(_check_header_names)
+]
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -391,3 +426,25 @@ class AgentConfig(BaseModel):
     @property
     def listen_host_port(self) -> tuple[str, int]:
         return split_host_port(self.listen_address)
+
+    # OTLP push (docs/otlp.md): opt-in; each cycle's snapshot pushed as OTLP metrics over HTTP.
+    otlp_endpoint: Annotated[str | None, AfterValidator(_check_otlp_endpoint)] = Field(
+        None, description="OTLP/HTTP receiver; /v1/metrics is appended unless the path ends in it; unset: off"
+    )
+    otlp_interval_seconds: float = Field(
+        60.0, ge=MIN_SCRAPE_INTERVAL_SECONDS, le=3600, description="Push at most this often, a cycle's values"
+    )
+    otlp_headers: OtlpHeaders = Field(
+        default_factory=dict, description="NAME=VALUE,... sent with every push (secrets: never shown)"
+    )
+    otlp_timeout_seconds: float = Field(10.0, gt=0, le=300, description="Timeout of one push request")
+    otlp_ca_file: Path | None = Field(None, description="CA bundle that verifies the receiver; unset: system CAs")
+    otlp_cert_file: Path | None = Field(None, description="Client certificate for mutual TLS")
+    otlp_key_file: Path | None = Field(None, description="Client certificate's key")
+    otlp_insecure_skip_verify: bool = Field(False, description="Accept any receiver certificate (testing only)")
+
+    @model_validator(mode="after")
+    def _otlp_client_cert_pair(self) -> AgentConfig:
+        if (self.otlp_cert_file is None) != (self.otlp_key_file is None):
+            raise ValueError("otlp_cert_file and otlp_key_file go together")
+        return self

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource
 
-from esnode_agent.config.model import AgentConfig
+from esnode_agent.config.model import SECRET_KEYS, AgentConfig
 from esnode_agent.config.url_credentials import redact_url
 
 ENV_PREFIX = "ESNODE_"
@@ -102,4 +102,5 @@ def _describe(exc: ValidationError, values: Mapping[str, Any], sources: Mapping[
     where = sources.get(key, DEFAULT_SOURCE)
     if error["type"] == "extra_forbidden":
         return f"unknown config key {key!r} in {where}{more}"
-    return f"invalid config: {key}={values.get(key)!r} from {where}: {message}{more}"
+    shown = "(secret)" if key in SECRET_KEYS else repr(values.get(key))
+    return f"invalid config: {key}={shown} from {where}: {message}{more}"
