@@ -15,7 +15,7 @@ HOST_ROOT = "/host/root"
 # The power capper's state (what it set, to restore): a host folder, so it outlives the pod.
 CAPPING_STATE_DIR = "/var/lib/esnode/capping"
 # The DaemonSet names every agent's fleet (ESNODE_FLEET); the config is checked as the agent reads it.
-_FLEET_FROM_THE_DAEMONSET = {"fleet": "set-by-the-daemonset"}
+FLEET_SET_BY_THE_DAEMONSET = "set-by-the-daemonset"
 
 # spec.gpu field -> agent config key (they also act on the pod: NVIDIA_VISIBLE_DEVICES, the
 # pod-resources mount).
@@ -59,7 +59,7 @@ def agent_settings(spec: FleetSpec) -> dict[str, Any]:
 
 def build_agent_config(spec: FleetSpec) -> AgentConfig:
     """Validated by the agent's model, so the operator never ships a config the agent would refuse."""
-    return AgentConfig.model_validate({**agent_settings(spec), **_FLEET_FROM_THE_DAEMONSET})
+    return AgentConfig.model_validate({**agent_settings(spec), "fleet": FLEET_SET_BY_THE_DAEMONSET})
 
 
 def render_config_toml(spec: FleetSpec, source: str) -> str:
