@@ -43,7 +43,7 @@ PERIOD_SECONDS = 5.0
 OPERATOR_PERIOD_SECONDS = 30.0
 OVERSUBSCRIPTION = 0.77
 STEP_AT_SECONDS, STEP_FOR_SECONDS, STEP_LOAD = 1800.0, 300.0, 0.95
-POLICY_STEP_WATTS, HOLD_SECONDS = 25.0, 30.0  # the agent's defaults
+POLICY_STEP_WATTS = 25.0  # the agent's default
 DEADBAND_WATTS = 100.0
 WARM_UP_SECONDS = 120.0
 
@@ -83,6 +83,7 @@ class Result:
     demanded: float = 0.0
     writes: int = 0
     recovery_seconds: float | None = None
+    worst_over_ratio: float = 0.0  # the most the fleet drew over its budget in one period, relative
 
 
 def run(
@@ -90,7 +91,9 @@ def run(
     budget: float,
     minutes: float,
     controller: Callable[[float, list[Node]], int],
+    *,
     hysteresis_watts: float = AgentConfig.model_fields["power_capping_hysteresis_watts"].default,
+    hold_seconds: float = AgentConfig.model_fields["power_capping_hold_seconds"].default,
 ) -> Result:
     result = Result()
     steps = int((WARM_UP_SECONDS + minutes * 60) / PERIOD_SECONDS)
@@ -109,7 +112,7 @@ def run(
             node.power_watts = OTHER_WATTS + sum(draws)
             node.peak_watts = max(node.peak_watts, node.power_watts)
             fleet += node.power_watts
-            _agent(node, draws, t, hysteresis_watts)
+            _agent(node, draws, t, hysteresis_watts, hold_seconds)
         writes = controller(t, nodes)
         if t < WARM_UP_SECONDS:  # agents and operator start from nothing; a fleet runs warm
             result = Result()
@@ -118,6 +121,7 @@ def run(
         result.periods += 1
         if fleet > budget:
             result.over += 1
+            result.worst_over_ratio = max(result.worst_over_ratio, fleet / budget - 1)
             in_step = STEP_AT_SECONDS <= t < STEP_AT_SECONDS + 2 * PERIOD_SECONDS
             result.over_outside_step += 0 if in_step else 1
             if t >= STEP_AT_SECONDS and over_since_step is None:
@@ -129,13 +133,13 @@ def run(
     return result
 
 
-def _agent(node: Node, draws: list[float], t: float, hysteresis_watts: float) -> None:
+def _agent(node: Node, draws: list[float], t: float, hysteresis_watts: float, hold_seconds: float) -> None:
     if node.envelope_watts is None:
         return
     gpus = [
         GpuPower(str(i), draws[i], node.limits[i], MIN_WATTS, DEFAULT_WATTS) for i in range(GPUS_PER_NODE)
     ]
-    may_raise = node.last_cut is None or t - node.last_cut >= HOLD_SECONDS
+    may_raise = node.last_cut is None or t - node.last_cut >= hold_seconds
     policy = Policy(node.envelope_watts, hysteresis_watts, POLICY_STEP_WATTS)
     for uuid, watts in next_limits(gpus, node.power_watts, policy, may_raise).items():
         if watts < node.limits[int(uuid)]:
@@ -185,6 +189,12 @@ def main() -> None:
         default=AgentConfig.model_fields["power_capping_hysteresis_watts"].default,
         help="the agents' power_capping_hysteresis_watts (default: the agent's default)",
     )
+    parser.add_argument(
+        "--hold-seconds",
+        type=float,
+        default=AgentConfig.model_fields["power_capping_hold_seconds"].default,
+        help="the agents' power_capping_hold_seconds (default: the agent's default)",
+    )
     args = parser.parse_args()
     budget = OVERSUBSCRIPTION * args.nodes * (OTHER_WATTS + GPUS_PER_NODE * DEFAULT_WATTS)
     print(
@@ -200,7 +210,14 @@ def main() -> None:
         node.limits = [static_limit] * GPUS_PER_NODE
     static = run(static_fleet, budget, args.minutes, lambda t, nodes: 0)
 
-    esnode = run(_fleet(args.nodes), budget, args.minutes, _budget_operator(budget), args.hysteresis_watts)
+    esnode = run(
+        _fleet(args.nodes),
+        budget,
+        args.minutes,
+        _budget_operator(budget),
+        hysteresis_watts=args.hysteresis_watts,
+        hold_seconds=args.hold_seconds,
+    )
 
     minutes = args.minutes
     rows = [
@@ -209,14 +226,14 @@ def main() -> None:
         ("esnode budget + capping", esnode),
     ]
     print(
-        f"{'':28} {'over budget':>12} {'(outside step)':>15} {'work delivered':>15} {'back under':>11} "
-        f"{'writes/node/min':>16}"
+        f"{'':28} {'over budget':>12} {'(outside step)':>15} {'worst over':>11} {'work delivered':>15} "
+        f"{'back under':>11} {'writes/node/min':>16}"
     )
     for name, r in rows:
         recovery = "never" if r.recovery_seconds is None else f"{r.recovery_seconds:.0f} s"
         print(
             f"{name:28} {100 * r.over / r.periods:11.2f}% {100 * r.over_outside_step / r.periods:14.2f}% "
-            f"{100 * r.delivered / r.demanded:14.2f}% "
+            f"{100 * r.worst_over_ratio:10.1f}% {100 * r.delivered / r.demanded:14.2f}% "
             f"{recovery:>11} {r.writes / args.nodes / minutes:16.3f}"
         )
     print(

@@ -123,7 +123,7 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
     collectors = build_collectors(config)
     reporter = build_reporter(config, follow_fleet_envelope(collectors))  # fleet budget: envelope from spec
     # Power capping: opt-in; acts after each cycle, in a worker thread (NVML calls block).
-    capper = build_capper(config, collectors)
+    capper = build_capper(config, collectors, reporting=reporter is not None)
     if capper is not None:
         collectors.append(PowerCappingCollector(capper))
     pusher = build_pusher(config)  # OTLP push: opt-in, on its own thread

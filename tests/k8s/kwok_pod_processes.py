@@ -39,6 +39,7 @@ BIN = Path(sys.executable).parent
 ENTRYPOINTS = {"esnode-agent": BIN / "esnode-agent", "esnode-operator": BIN / "esnode-operator"}
 SELECTORS = ("app.kubernetes.io/name=esnode-agent", "app.kubernetes.io/component=operator")
 KUBELET_DIR = "/var/lib/kubelet"
+ESNODE_HOST_DIR = "/var/lib/esnode"  # the capper's state (children/daemonset.py): per node, never this machine's
 GPU_RESOURCE = "nvidia.com/gpu"
 TOKEN_AUDIENCE = "https://kubernetes.default.svc.cluster.local"  # scripts/testenv's issuer
 POLL_SECONDS = 0.5
@@ -257,6 +258,10 @@ class KwokPodProcesses:
                 host = volume.host_path.path
                 if host.startswith(KUBELET_DIR):
                     host = str(node.kubelet_dir) + host.removeprefix(KUBELET_DIR)
+                elif host.startswith(ESNODE_HOST_DIR):
+                    own = node.kubelet_dir.parent / "esnode"
+                    host = str(own) + host.removeprefix(ESNODE_HOST_DIR)
+                    Path(host).mkdir(parents=True, exist_ok=True)  # DirectoryOrCreate
                 mounts[mount.mount_path] = host
         return mounts
 

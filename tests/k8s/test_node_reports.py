@@ -162,8 +162,9 @@ class Agents:
             node: pod_token(cluster, self.fleet, pods[node], workdir / f"{node}.kubeconfig") for node in NODES
         }
 
-    def start(self, node: str, envelope_watts: float | None) -> None:
-        """``envelope_watts`` None: no configured envelope (the fleet's budget may give one)."""
+    def start(self, node: str, envelope_watts: float | None, *flags: str) -> None:
+        """``envelope_watts`` None: no configured envelope (the fleet's budget may give one);
+        ``flags``: more agent flags (power capping)."""
         stack = ExitStack()
         sysfs = self.workdir / f"sys-{node}-{time.monotonic_ns()}"
         rapl = stack.enter_context(agent_process.RaplTree(sysfs, package_watts=(180.0, 170.0)))
@@ -174,7 +175,7 @@ class Agents:
                 "--gpu-backend", "sim:h100x8", "--path-sysfs", str(rapl.sysfs),
                 *([] if envelope_watts is None else ["--node-power-envelope-watts", str(envelope_watts)]),
                 "--scrape-interval", "1",
-                "--report-heartbeat-seconds", str(HEARTBEAT_SECONDS), "--node-condition",
+                "--report-heartbeat-seconds", str(HEARTBEAT_SECONDS), "--node-condition", *flags,
                 log_path=self.workdir / f"agent-{node}.log",
             )
         )  # fmt: skip

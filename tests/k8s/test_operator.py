@@ -364,6 +364,8 @@ REJECTED = {
     "duplicate env": ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "Duplicate value"),
     "quantity in words": ({"resources": {"limits": {"memory": "lots"}}}, "spec.resources.limits.memory"),
     "process series above the bound": ({"gpu": {"processTopN": 5000}}, "spec.gpu.processTopN"),
+    "capping mode unknown": ({"powerCapping": {"mode": "on"}}, "spec.powerCapping.mode"),
+    "capping hysteresis of 0": ({"powerCapping": {"hysteresisWatts": 0}}, "spec.powerCapping.hysteresisWatts"),
 }
 
 

@@ -160,3 +160,11 @@ def test_config_command_prints_each_value_with_its_source(tmp_path: Path) -> Non
     assert "1200" in lines["node_power_envelope_watts"]
     assert lines["node_power_envelope_watts"].endswith("esnode.toml")
     assert lines["listen_address"].endswith("# default")
+
+
+def test_capping_for_a_fleet_it_cannot_report_to_exits_2(tmp_path: Path) -> None:
+    """No configured envelope and no way to get the fleet's: capping would never have one."""
+    flags = ("--power-capping", "enforce", "--fleet", "gpus", "--power-capping-state-dir", str(tmp_path / "s"))
+    result = _run_agent("--listen-address", "127.0.0.1:0", "--no-enable-gpu", *flags, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "power_capping=enforce: no node_power_envelope_watts, and no node report" in _one_line(result)

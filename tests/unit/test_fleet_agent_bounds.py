@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from esnode_agent.config.model import AgentConfig
-from esnode_operator.api.models import AgentSettings, FleetSpec, GpuOptions, ReportSettings
+from esnode_operator.api.models import AgentSettings, FleetSpec, GpuOptions, PowerCapping, ReportSettings
 from esnode_operator.children.agent_config import agent_settings
 
 # (fleet model, its field) -> the agent config key it sets (children/agent_config.py).
@@ -31,6 +31,10 @@ PAIRS: list[tuple[type[BaseModel], str, str]] = [
     (GpuOptions, "mig", "enable_gpu_mig"),
     (GpuOptions, "dcgm_compat", "gpu_dcgm_compat"),
     (GpuOptions, "process_top_n", "gpu_process_top_n"),
+    (PowerCapping, "mode", "power_capping"),
+    (PowerCapping, "hysteresis_watts", "power_capping_hysteresis_watts"),
+    (PowerCapping, "hold_seconds", "power_capping_hold_seconds"),
+    (PowerCapping, "step_watts", "power_capping_step_watts"),
 ]
 
 
@@ -85,5 +89,7 @@ def test_every_fleet_setting_the_operator_renders_is_held_here() -> None:
     fixed_by_the_operator.add("gpu_visible_devices")
     # Pod attribution is on in a fleet (there is a kubelet) and off for an agent run by hand.
     fixed_by_the_operator.add("k8s_mode")
+    # The capper's state lives in a host folder the DaemonSet mounts (children/daemonset.py).
+    fixed_by_the_operator.add("power_capping_state_dir")
     collector_switches = {key for key in rendered if key.startswith("enable_") and key != "enable_gpu_mig"}
     assert rendered - held - fixed_by_the_operator - collector_switches == set()

@@ -47,6 +47,8 @@ def snapshot(
             mig_mode="disabled",
         )
         sink.add(GPU.power, 300.0 + index, gpu=str(index), uuid=uuid)
+        sink.add(GPU.power_limit_min, 200.0, gpu=str(index), uuid=uuid)
+        sink.add(GPU.power_limit_max, 700.0, gpu=str(index), uuid=uuid)
         sink.add(GPU.throttle, 1 if index == 0 else 0, gpu=str(index), uuid=uuid, reason="thermal")
         sink.add(GPU.throttle, 1, gpu=str(index), uuid=uuid, reason="idle")
     for kind in ("disk_busy", "swap_spike"):
@@ -78,6 +80,9 @@ def test_report_carries_power_envelope_gpus_and_degradation() -> None:
 def test_report_size_is_bounded_however_many_gpus() -> None:
     built = report(gpus=40)
     assert built.gpu_count == 40
+    # The limit constraints the fleet budget's floor and ceiling come from cover every GPU.
+    assert (built.gpu_power_limit_min_watts, built.gpu_power_limit_max_watts) == (8000.0, 28000.0)
+    assert report(gpus=0).gpu_power_limit_min_watts is None
     assert len(built.gpus) == MAX_GPUS_IN_REPORT
 
 

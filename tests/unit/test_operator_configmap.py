@@ -81,6 +81,23 @@ def test_gpu_options_reach_the_agent(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert str(config.pod_resources_socket) == "/run/pr/kubelet.sock"
 
 
+def test_power_capping_reaches_the_agent_which_follows_the_fleets_envelope(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = {"powerCapping": {"mode": "enforce", "hysteresisWatts": 30, "holdSeconds": 10, "stepWatts": 20}}
+    path = tmp_path / "esnode.toml"
+    path.write_text(render_config_toml(FleetSpec.model_validate(spec), "ns/x"))
+    for name in [n for n in os.environ if n.startswith("ESNODE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(path))
+    monkeypatch.setenv("ESNODE_FLEET", "gpus")  # as the DaemonSet sets it: no envelope needed in the file
+    config = load_config({}, cwd=tmp_path).config
+    assert (config.power_capping, config.node_power_envelope_watts) == ("enforce", None)
+    assert (config.power_capping_hysteresis_watts, config.power_capping_hold_seconds) == (30.0, 10.0)
+    assert config.power_capping_step_watts == 20.0
+    assert str(config.power_capping_state_dir) == "/var/lib/esnode/capping"  # the DaemonSet's hostPath
+
+
 def test_an_empty_fleet_renders_a_config_the_agent_accepts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -88,6 +105,7 @@ def test_an_empty_fleet_renders_a_config_the_agent_accepts(
     config = load_rendered(text, tmp_path, monkeypatch)
     assert config.node_power_envelope_watts is None
     assert config.listen_address == "0.0.0.0:9100"
+    assert config.power_capping == "off"  # opt-in
 
 
 def test_only_the_keys_the_fleet_decides_are_written() -> None:

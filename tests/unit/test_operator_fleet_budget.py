@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from esnode_operator.api.models import FleetSpec, NodeReportSpec, PowerBudget
 from esnode_operator.kube import KubeError
 from esnode_operator.metrics import OperatorMetrics
-from esnode_operator.power.fleet_budget import RAISE_INTERVAL_SECONDS, FleetBudget
+from esnode_operator.power.budget import node_bounds
+from esnode_operator.power.fleet_budget import RAISE_INTERVAL_SECONDS, FleetBudget, budget_condition
 from esnode_operator.power.fleet_loop import PowerStatus, keep_power_status
 from esnode_operator.power.summary import NodeEntry
 
@@ -29,11 +30,18 @@ def node(
     holds: float | None = None,
     age_seconds: float = 1.0,
     capped: int = 0,
+    gpus: int = 0,
+    gpu_watts: float | None = None,
 ) -> NodeEntry:
+    """``gpus`` H100s (limits 200-700 W) drawing ``gpu_watts`` in all, when given."""
     return NodeEntry(
         node=name,
         fleet="f",
         node_power_watts=power,
+        gpu_power_watts=gpu_watts,
+        gpu_count=gpus,
+        gpu_power_limit_min_watts=200.0 * gpus if gpus else None,
+        gpu_power_limit_max_watts=700.0 * gpus if gpus else None,
         last_report_time=datetime.fromtimestamp(NOW - age_seconds, UTC),
         heartbeat_seconds=5.0,
         spec_envelope_watts=written,
@@ -127,6 +135,31 @@ def test_floors_the_budget_cannot_cover_say_so_and_turning_the_budget_off_takes_
     )
     off = shares.step(PowerBudget(), apply(nodes, step.writes), NOW + 1)
     assert sorted(off.writes) == [("a", None), ("b", None), ("c", None)]
+
+
+def test_a_nodes_floor_and_ceiling_come_from_its_gpu_limits_and_the_rest_of_the_node() -> None:
+    assert node_bounds(1600.0, 5600.0, 400.0, 1000.0, 12000.0) == (2000.0, 6000.0)
+    assert node_bounds(1600.0, 5600.0, 400.0, 2500.0, 5000.0) == (2500.0, 5000.0)  # the fleet's clamps
+    assert node_bounds(1600.0, 5600.0, 400.0, 500.0, 1500.0) == (2000.0, 2000.0)  # no floor below the GPUs'
+    assert node_bounds(None, None, 300.0, 1000.0, 12000.0) == (1000.0, 12000.0)  # no GPU limits reported
+
+
+def test_every_node_gets_its_own_floor_and_floors_above_the_budget_say_so() -> None:
+    wide = PowerBudget(total_watts=20000.0, floor_watts=100.0, ceiling_watts=50000.0)
+    big = node("big", 6000.0, gpus=8, gpu_watts=5600.0)  # floor 8 x 200 + 400 W
+    small = node("small", 3000.0, gpus=2, gpu_watts=1300.0)  # floor 2 x 200 + 1700 W
+    step = FleetBudget().step(wide.model_copy(update={"total_watts": 5000.0}), [big, small], NOW)
+    envelopes = dict(step.writes)
+    assert envelopes["big"] >= 2000.0 and envelopes["small"] >= 2100.0
+    assert sum(envelopes.values()) <= 5000.0 and step.covers_floors
+    short = FleetBudget().step(wide.model_copy(update={"total_watts": 4000.0}), [big, small], NOW)
+    assert dict(short.writes) == {"big": 2000.0, "small": 2100.0}  # floors given, never cut below
+    assert not short.covers_floors
+    condition = budget_condition(wide.model_copy(update={"total_watts": 4000.0}), short, 2)
+    assert condition is not None and (condition["status"], condition["reason"]) == ("True", "FloorsExceedBudget")
+    stale = big.model_copy(update={"last_report_time": datetime.fromtimestamp(NOW - 20, UTC)})
+    reserved = FleetBudget().step(wide.model_copy(update={"total_watts": 9000.0}), [stale, small], NOW)
+    assert dict(reserved.writes)["small"] == 9000.0 - 6000.0  # big's own ceiling: 8 x 700 + 400 W
 
 
 def test_the_status_counts_capped_nodes_and_leaves_budget_fields_out_while_off() -> None:

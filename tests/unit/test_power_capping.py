@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from esnode_agent.capping.collector import PowerCappingCollector
-from esnode_agent.capping.controller import STATE_CAPPING, STATE_IDLE, PowerCapper
+from esnode_agent.capping.controller import STATE_CAPPING, STATE_IDLE, STATE_NO_ENVELOPE, PowerCapper
 from esnode_agent.capping.share import GpuPower, Policy, cut_limits, next_limits
 from esnode_agent.capping.state_file import StateFile
-from esnode_agent.capping.wiring import capper_for
+from esnode_agent.capping.wiring import build_capper, capper_for
+from esnode_agent.collectors.envelope import EnvelopeCollector, EnvelopeHolder
 from esnode_agent.collectors.gpu import PLAIN
 from esnode_agent.collectors.node_power import NODE_POWER
+from esnode_agent.collectors.registry import build_collectors
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ConfigError
 from esnode_agent.cycle.samples import Sample, SampleIndex, SampleSink
@@ -24,6 +26,7 @@ from esnode_agent.gpu.nvml_backend import NvmlBackend, NvmlDevice
 from esnode_agent.gpu.sim_backend import FakeNvml
 from esnode_agent.gpu.sim_power_limit import read_driver_state
 from esnode_agent.gpu.sim_profile import SimProfile, load_profile
+from esnode_agent.report.fleet_envelope import follow_fleet_envelope
 from esnode_agent.report.model import build_report
 
 
@@ -98,11 +101,16 @@ def _snapshot(devices: list[NvmlDevice], extra_watts: float = 0.0) -> Snapshot:
     return Snapshot(1, 0.0, 0.0, SampleIndex([*samples, Sample(NODE_POWER, (), node)]), ())
 
 
-def _capper(devices: list[NvmlDevice], tmp_path: Path, clock: Clock, envelope: float) -> PowerCapper:
+def _capper(
+    devices: list[NvmlDevice], tmp_path: Path, clock: Clock, envelope: float | EnvelopeHolder
+) -> PowerCapper:
+    holder = envelope if isinstance(envelope, EnvelopeHolder) else EnvelopeHolder(envelope)
     return PowerCapper(
         "enforce",
         devices,
-        policy=Policy(envelope, 50.0, 25.0),
+        envelope=lambda: holder.current_watts,
+        hysteresis_watts=50.0,
+        step_watts=25.0,
         hold_seconds=30.0,
         state_file=StateFile(tmp_path / "state"),
         clock=clock,
@@ -129,11 +137,13 @@ def test_a_steady_overload_is_cut_once_and_then_left_alone(tmp_path: Path) -> No
 
 def test_limits_come_back_step_by_step_when_headroom_returns(tmp_path: Path) -> None:
     fake, clock, devices = _server(tmp_path)
-    capper = _capper(devices, tmp_path, clock, envelope=4000.0)
+    holder = EnvelopeHolder(None)
+    holder.offer_fleet(4000.0)
+    capper = _capper(devices, tmp_path, clock, envelope=holder)
     for _ in range(3):
         capper.step(_snapshot(devices))
         clock.now += 1.0
-    capper.set_envelope(8000.0)
+    holder.offer_fleet(8000.0)  # the fleet's budget gave this node more
     limits = []
     for _ in range(40):
         capper.step(_snapshot(devices))
@@ -209,9 +219,60 @@ def test_out_of_range_limits_are_refused_as_nvml_refuses_them(tmp_path: Path) ->
     assert (limits.min_watts, limits.max_watts, limits.default_watts) == (200.0, 700.0, 700.0)
 
 
-def test_capping_needs_an_envelope() -> None:
-    with pytest.raises(ValueError, match="needs node_power_envelope_watts"):
+def test_capping_needs_an_envelope_or_a_fleet_to_get_one_from() -> None:
+    with pytest.raises(ValueError, match="needs node_power_envelope_watts, or a fleet"):
         AgentConfig(power_capping="enforce")
+    assert AgentConfig(power_capping="enforce", fleet="gpus").node_power_envelope_watts is None
+    off_cluster = AgentConfig(power_capping="enforce", fleet="gpus", enable_gpu=False)
+    with pytest.raises(ConfigError, match="no node report"):  # a fleet, but nothing reports to it
+        build_capper(off_cluster, build_collectors(off_cluster), reporting=False)
+
+
+def test_capping_follows_the_fleet_envelope_holding_until_the_first_arrives(tmp_path: Path) -> None:
+    fake, clock, devices = _server(tmp_path)
+    config = AgentConfig(
+        power_capping="enforce",
+        fleet="gpus",
+        power_capping_state_dir=tmp_path / "state",
+        power_capping_hold_seconds=0,  # the capper runs on the real clock here
+    )
+    collectors = build_collectors(config.model_copy(update={"enable_gpu": False}))
+    holder = next(c.holder for c in collectors if isinstance(c, EnvelopeCollector))
+    capper = capper_for(config, devices, holder)  # as build_capper wires it
+    follow = follow_fleet_envelope(collectors)
+    assert capper is not None and follow is not None
+
+    def cycles(count: int) -> list[float]:
+        powers = []
+        for _ in range(count):
+            capper.step(_snapshot(devices))
+            clock.now += 1.0
+            powers.append(_node_power(devices))
+        return powers
+
+    assert max(cycles(5)) > 4500  # no envelope yet: nothing is cut
+    assert capper.view.state == STATE_NO_ENVELOPE and capper.view.actions["cut"] == 0
+    follow(4000.0)  # the node report brought the fleet's envelope
+    assert max(cycles(10)[2:]) <= 4000.0
+    assert capper.view.state == STATE_CAPPING
+    follow(None)  # the fleet's budget was turned off: limits go back up, a step at a time
+    limits = [fake.nvmlDeviceGetEnforcedPowerLimit(fake.nvmlDeviceGetHandleByIndex(0))]
+    for _ in range(20):
+        cycles(1)
+        limits.append(fake.nvmlDeviceGetEnforcedPowerLimit(fake.nvmlDeviceGetHandleByIndex(0)))
+    assert max(after - before for before, after in itertools.pairwise(limits)) <= 25_000
+    assert limits[-1] == 700_000 and capper.view.state == STATE_NO_ENVELOPE
+
+
+def test_a_configured_envelope_wins_over_the_fleets_for_the_capper(tmp_path: Path) -> None:
+    _, clock, devices = _server(tmp_path)
+    holder = EnvelopeHolder(4000.0)
+    holder.offer_fleet(9000.0)
+    capper = _capper(devices, tmp_path, clock, envelope=holder)
+    for _ in range(8):
+        capper.step(_snapshot(devices))
+        clock.now += 1.0
+    assert _node_power(devices) <= 4000.0
 
 
 def test_the_node_report_shows_a_capped_node(tmp_path: Path) -> None:
@@ -233,7 +294,9 @@ def test_advise_exports_the_limits_it_would_set_and_sets_none(tmp_path: Path) ->
     capper = PowerCapper(
         "advise",
         devices,
-        policy=Policy(4000.0, 50.0, 25.0),
+        envelope=lambda: 4000.0,
+        hysteresis_watts=50.0,
+        step_watts=25.0,
         hold_seconds=30.0,
         state_file=StateFile(tmp_path / "state"),
         clock=clock,

@@ -15,6 +15,7 @@ from esnode_agent.capping.controller import (
     STATE_BLIND,
     STATE_CAPPING,
     STATE_IDLE,
+    STATE_NO_ENVELOPE,
     PowerCapper,
 )
 from esnode_agent.cycle.collector import STAGE_ASSESS
@@ -37,7 +38,7 @@ CAPPING_DISABLED = gauge(
 CAPPING_STATE = gauge(
     "esnode_power_capping_state",
     "1 for the capper's mode (advise, enforce) and state: idle, capping, at_floor (every GPU at its "
-    "minimum, still over), blind (no node power).",
+    "minimum, still over), blind (no node power), no_envelope (none configured, none from the fleet yet).",
     "mode",
     "state",
 )
@@ -46,7 +47,7 @@ CAPPING_ACTIONS = counter(
     "Power limit changes by kind: cut, raise, restore, refused (a GPU declined the change).",
     "kind",
 )
-STATES = (STATE_IDLE, STATE_CAPPING, STATE_AT_FLOOR, STATE_BLIND)
+STATES = (STATE_IDLE, STATE_CAPPING, STATE_AT_FLOOR, STATE_BLIND, STATE_NO_ENVELOPE)
 ACTIONS = (ACTION_CUT, ACTION_RAISE, ACTION_RESTORE, ACTION_REFUSED)
 
 

@@ -33,6 +33,7 @@ STATE_IDLE = "idle"  # no limit of ours below its ceiling
 STATE_CAPPING = "capping"  # some GPU held below its ceiling
 STATE_AT_FLOOR = "at_floor"  # every GPU at its minimum and the node still over the envelope
 STATE_BLIND = "blind"  # no node power this cycle: nothing is changed
+STATE_NO_ENVELOPE = "no_envelope"  # none configured, none from the fleet yet: nothing is cut
 
 
 @runtime_checkable
@@ -113,13 +114,17 @@ class PowerCapper:
         mode: Mode,
         devices: Sequence[PowerLimitDevice],
         *,
-        policy: Policy,
+        envelope: Callable[[], float | None],
+        hysteresis_watts: float,
+        step_watts: float,
         hold_seconds: float,
         state_file: StateFile,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._mode = mode
-        self._policy = policy
+        self._envelope = envelope  # the envelope in force: configured, else the fleet's (read each step)
+        self._hysteresis_watts = hysteresis_watts
+        self._step_watts = step_watts
         self._hold_seconds = hold_seconds
         self._state_file = state_file
         self._clock = clock
@@ -130,16 +135,7 @@ class PowerCapper:
         self.view = CapperView(mode)
         restore_recorded(state_file, devices)
         self._gpus = [cap for cap in (self._open(d) for d in devices) if cap is not None]
-        self._publish(STATE_IDLE)
-
-    @property
-    def policy(self) -> Policy:
-        return self._policy
-
-    def set_envelope(self, envelope_watts: float) -> None:
-        """A new envelope (from the operator's fleet budget), in force from the next step."""
-        with self._lock:
-            self._policy = Policy(envelope_watts, self._policy.hysteresis_watts, self._policy.step_watts)
+        self._publish(STATE_IDLE if envelope() is not None else STATE_NO_ENVELOPE)
 
     def step(self, snapshot: Snapshot) -> None:
         with self._lock:
@@ -182,12 +178,13 @@ class PowerCapper:
         powers = [self._gpu_power(cap, draws) for cap in self._gpus if cap.device.identity.uuid in draws]
         now = self._clock()
         may_raise = self._last_cut is None or now - self._last_cut >= self._hold_seconds
-        changes = next_limits(powers, node_power, self._policy, may_raise)
+        policy = Policy(self._envelope(), self._hysteresis_watts, self._step_watts)
+        changes = next_limits(powers, node_power, policy, may_raise)
         by_uuid = {cap.device.identity.uuid: cap for cap in self._gpus}
         for uuid, watts in changes.items():
             if self._apply(by_uuid[uuid], watts) == ACTION_CUT:
                 self._last_cut = now
-        self._publish(self._state(node_power))
+        self._publish(self._state(node_power, policy.envelope_watts))
 
     def _gpu_power(self, cap: GpuCap, draws: dict[str, float]) -> GpuPower:
         limit = cap.ceiling_watts if cap.esnode_watts is None else cap.esnode_watts
@@ -251,12 +248,14 @@ class PowerCapper:
         )
         self.view.disabled[identity.uuid] = (identity.index, exc.reason)
 
-    def _state(self, node_power: float) -> str:
+    def _state(self, node_power: float, envelope_watts: float | None) -> str:
         capped = [cap for cap in self._gpus if cap.esnode_watts is not None]
+        if envelope_watts is None:
+            return STATE_NO_ENVELOPE if not capped else STATE_CAPPING
         if not capped:
             return STATE_IDLE
         at_floor = all(cap.esnode_watts == cap.limits.min_watts for cap in self._gpus)
-        return STATE_AT_FLOOR if at_floor and node_power > self._policy.envelope_watts else STATE_CAPPING
+        return STATE_AT_FLOOR if at_floor and node_power > envelope_watts else STATE_CAPPING
 
     def _publish(self, state: str) -> None:
         self.view = CapperView(

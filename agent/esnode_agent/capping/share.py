@@ -12,6 +12,7 @@ band between, nothing changes: a steady overload, once cut, stays put.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ class GpuPower:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    envelope_watts: float
+    envelope_watts: float | None  # None: no envelope (yet): nothing is cut
     hysteresis_watts: float
     step_watts: float
 
@@ -57,7 +58,10 @@ def raise_limits(gpus: Sequence[GpuPower], headroom_watts: float, step_watts: fl
 def next_limits(
     gpus: Sequence[GpuPower], node_power_watts: float, policy: Policy, may_raise: bool
 ) -> Mapping[str, float]:
-    """The limits to change this cycle (empty: leave them all)."""
+    """The limits to change this cycle (empty: leave them all). Without an envelope nothing is cut
+    and limits esnode set go back up a step at a time (a fleet's budget was turned off)."""
+    if policy.envelope_watts is None:
+        return raise_limits(gpus, math.inf, policy.step_watts) if may_raise else {}
     target = policy.envelope_watts - policy.hysteresis_watts
     if node_power_watts > policy.envelope_watts - policy.hysteresis_watts / 2:
         return cut_limits(gpus, node_power_watts - target)

@@ -376,8 +376,13 @@ class AgentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _capping_needs_envelope(self) -> AgentConfig:
-        if self.power_capping != "off" and self.node_power_envelope_watts is None:
-            raise ValueError(f"power_capping={self.power_capping} needs node_power_envelope_watts")
+        # A fleet's agent may get its envelope from the fleet's power budget (its EsnodeNode's spec);
+        # until one arrives the capper holds (docs/power.md). runtime.py checks the report is on.
+        if self.power_capping != "off" and self.node_power_envelope_watts is None and not self.fleet:
+            raise ValueError(
+                f"power_capping={self.power_capping} needs node_power_envelope_watts, or a fleet to report "
+                "to (an envelope from its power budget)"
+            )
         return self
 
     # Local history (standalone use, docs in README "Standalone on one GPU box"): every cycle's

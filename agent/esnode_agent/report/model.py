@@ -62,9 +62,16 @@ class NodeReport(_Model):
     )
     # Power capping (opt-in): what the agent's capper is doing to this node's GPU limits.
     power_capping: Word | None = Field(
-        None, description="The capper's state (idle, capping, at_floor, blind); unset while capping is off"
+        None, description="The capper's state (idle, capping, at_floor, blind, no_envelope); unset while capping is off"
     )
     capped_gpus: int = Field(0, ge=0, description="GPUs held under their own limit by esnode")
+    # The GPUs' power-limit constraints, summed: the fleet budget's floor and ceiling for this node.
+    gpu_power_limit_min_watts: float | None = Field(
+        None, ge=0, description="Sum of the GPUs' minimum power limits (the least they can be capped to)"
+    )
+    gpu_power_limit_max_watts: float | None = Field(
+        None, ge=0, description="Sum of the GPUs' maximum power limits (the most they can be set to draw)"
+    )
     degradation_score: int = Field(0, ge=0)
     degradation_flags: list[Word] = Field(default_factory=list, max_length=32)
     agent_version: Word
@@ -101,6 +108,12 @@ def _watts(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+def _summed(samples: SampleIndex, name: str) -> float | None:
+    """Over all the node's GPUs (not only the first MAX_GPUS_IN_REPORT); None when none reports it."""
+    values = samples.by_label(name, "uuid")
+    return _watts(sum(values.values())) if values else None
+
+
 def _capping_state(samples: SampleIndex) -> str | None:
     return next((s.label("state") for s in samples.named(capping.CAPPING_STATE.name) if s.value >= 1), None)
 
@@ -123,6 +136,8 @@ def build_report(snapshot: Snapshot, node_name: str, fleet: str, heartbeat_secon
         gpus=_gpu_summaries(samples),
         power_capping=_capping_state(samples),
         capped_gpus=len({s.label("uuid") for s in samples.named(capping.LIMIT_ESNODE.name)}),
+        gpu_power_limit_min_watts=_summed(samples, GPU.power_limit_min.name),
+        gpu_power_limit_max_watts=_summed(samples, GPU.power_limit_max.name),
         degradation_score=len(flags),
         degradation_flags=flags,
         agent_version=__version__,

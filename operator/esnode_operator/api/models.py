@@ -300,10 +300,14 @@ class PowerBudget(CamelModel):
 
     total_watts: Watts | None = Field(None, description="The fleet's feed; unset: no budget (off)")
     floor_watts: Watts = Field(
-        DEFAULT_FLOOR_WATTS, description="The least envelope a node gets (its GPUs at their minimum limits)"
+        DEFAULT_FLOOR_WATTS,
+        description="The least envelope a node gets; a node's own floor (its GPUs' minimum limits plus the "
+        "rest of the node, from its report) wins when higher",
     )
     ceiling_watts: Watts = Field(
-        DEFAULT_CEILING_WATTS, description="The most a node gets; reserved for a node that stopped reporting"
+        DEFAULT_CEILING_WATTS,
+        description="The most a node gets; a node's own ceiling (its GPUs' maximum limits plus the rest) "
+        "wins when lower; reserved for a node that stopped reporting",
     )
 
     @model_validator(mode="after")
@@ -311,6 +315,20 @@ class PowerBudget(CamelModel):
         if self.floor_watts > self.ceiling_watts:
             raise ValueError("powerBudget.floorWatts must not exceed ceilingWatts")
         return self
+
+
+class PowerCapping(CamelModel):
+    """Opt-in GPU power capping by the agents (docs/power.md): each holds its node under its envelope,
+    the static one or the one the fleet's power budget gives it."""
+
+    mode: Literal["off", "advise", "enforce"] = Field(
+        "off", description="off; advise: compute and export the limits; enforce: set them (restored on exit)"
+    )
+    hysteresis_watts: float = Field(
+        50.0, gt=0, le=MAX_WATTS, description="Cut to this far under the envelope; raise only below twice this"
+    )
+    hold_seconds: float = Field(30.0, ge=0, le=3600, description="No raise sooner than this after a cut")
+    step_watts: float = Field(25.0, gt=0, le=MAX_WATTS, description="Largest raise per GPU per cycle")
 
 
 class ServiceMonitorSpec(CamelModel):
@@ -432,6 +450,7 @@ class FleetSpec(CamelModel):
     gpu: GpuOptions = Field(default=GpuOptions())
     power_envelope: PowerEnvelope = Field(default=PowerEnvelope())
     power_budget: PowerBudget = Field(default=PowerBudget())  # fleet power budget (issue 16)
+    power_capping: PowerCapping = Field(default=PowerCapping())  # the agents' capping (issue 16)
     service_monitor: ServiceMonitorSpec = Field(default=ServiceMonitorSpec())
     report: ReportSettings = Field(default=ReportSettings())
     node_condition: bool = Field(

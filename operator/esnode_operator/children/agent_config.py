@@ -12,6 +12,10 @@ from esnode_operator.children.toml_text import Scalar, dumps_flat
 HOST_PROC = "/host/proc"
 HOST_SYS = "/host/sys"
 HOST_ROOT = "/host/root"
+# The power capper's state (what it set, to restore): a host folder, so it outlives the pod.
+CAPPING_STATE_DIR = "/var/lib/esnode/capping"
+# The DaemonSet names every agent's fleet (ESNODE_FLEET); the config is checked as the agent reads it.
+FLEET_SET_BY_THE_DAEMONSET = "set-by-the-daemonset"
 
 # spec.gpu field -> agent config key (they also act on the pod: NVIDIA_VISIBLE_DEVICES, the
 # pod-resources mount).
@@ -39,6 +43,11 @@ def agent_settings(spec: FleetSpec) -> dict[str, Any]:
         "report_heartbeat_seconds": spec.report.heartbeat_seconds,
         "report_power_step_watts": spec.report.power_step_watts,
         "node_condition": spec.node_condition,
+        "power_capping": spec.power_capping.mode,
+        "power_capping_hysteresis_watts": spec.power_capping.hysteresis_watts,
+        "power_capping_hold_seconds": spec.power_capping.hold_seconds,
+        "power_capping_step_watts": spec.power_capping.step_watts,
+        "power_capping_state_dir": CAPPING_STATE_DIR,
     }
     if spec.agent.collector_timeout_seconds is not None:
         settings["collector_timeout_seconds"] = spec.agent.collector_timeout_seconds
@@ -51,7 +60,7 @@ def agent_settings(spec: FleetSpec) -> dict[str, Any]:
 
 def build_agent_config(spec: FleetSpec) -> AgentConfig:
     """Validated by the agent's model, so the operator never ships a config the agent would refuse."""
-    return AgentConfig.model_validate(agent_settings(spec))
+    return AgentConfig.model_validate({**agent_settings(spec), "fleet": FLEET_SET_BY_THE_DAEMONSET})
 
 
 def render_config_toml(spec: FleetSpec, source: str) -> str:

@@ -6,7 +6,7 @@ import posixpath
 from typing import Any
 
 from esnode_operator.api.fleet import Fleet, adopted
-from esnode_operator.children.agent_config import HOST_PROC, HOST_ROOT, HOST_SYS
+from esnode_operator.children.agent_config import CAPPING_STATE_DIR, HOST_PROC, HOST_ROOT, HOST_SYS
 from esnode_operator.children.placement import EnvelopeGroup, envelope_groups, merged_affinity
 from esnode_operator.children.service import agent_pod_selector
 from esnode_operator.names import (
@@ -142,6 +142,8 @@ def _volumes(fleet: Fleet) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": configmap_name(fleet.name)}},
         *({"name": name, "hostPath": {"path": host_path}} for name, host_path, _, _ in _HOST_MOUNTS),
+        # Always, capping on or off: an agent started with capping off restores what a crashed one set.
+        {"name": "capping-state", "hostPath": {"path": CAPPING_STATE_DIR, "type": "DirectoryOrCreate"}},
     ]
     if fleet.spec.gpu.k8s_mode:
         directory = posixpath.dirname(fleet.spec.gpu.pod_resources_socket)
@@ -156,6 +158,7 @@ def _volume_mounts(fleet: Fleet) -> list[dict[str, Any]]:
             {"name": name, "mountPath": mount_path, "readOnly": True, **options}
             for name, _, mount_path, options in _HOST_MOUNTS
         ),
+        {"name": "capping-state", "mountPath": CAPPING_STATE_DIR},  # the one the agent writes
     ]
     if fleet.spec.gpu.k8s_mode:
         directory = posixpath.dirname(fleet.spec.gpu.pod_resources_socket)

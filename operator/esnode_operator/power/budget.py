@@ -6,7 +6,7 @@ The rule, in order, never handing out more than the budget in total:
 2. A node that stopped reporting keeps its last envelope until its report is stale; a stale node
    gets its ceiling reserved (it may be drawing anything up to that, unseen: fail safe).
 3. Every reporting node gets its floor (what its GPUs draw at their minimum limits plus the rest of
-   the node). When the remaining budget cannot cover the floors, the floors are still given (an
+   the node: ``node_bounds``). When the remaining budget cannot cover the floors, the floors are still given (an
    agent cannot cap below them) and ``covers_floors`` is False: the fleet says so in a condition.
 4. What is left goes first to each node's want (its power now plus a margin, at most its ceiling),
    in proportion to the wants when they do not all fit; then any remainder in proportion to each
@@ -46,6 +46,23 @@ class Allocation:
     envelopes_watts: dict[str, float]
     allocated_watts: float
     covers_floors: bool
+
+
+def node_bounds(
+    gpu_min_watts: float | None,
+    gpu_max_watts: float | None,
+    other_watts: float,
+    clamp_floor_watts: float,
+    clamp_ceiling_watts: float,
+) -> tuple[float, float]:
+    """A node's (floor, ceiling): its GPUs' summed minimum (maximum) power limits plus the power of
+    the rest of the node, which no GPU limit controls. The fleet's ``floorWatts`` raises the floor,
+    its ``ceilingWatts`` lowers the ceiling, and are both used as they are for a node that reports no
+    GPU limits. A floor is never lowered: an agent cannot cap its GPUs below their minimums."""
+    floor = max(clamp_floor_watts, (gpu_min_watts or 0.0) + other_watts)
+    if gpu_max_watts is None:
+        return floor, max(floor, clamp_ceiling_watts)
+    return floor, max(floor, min(clamp_ceiling_watts, gpu_max_watts + other_watts))
 
 
 def share_budget(

@@ -15,7 +15,7 @@ from typing import Any
 
 from esnode_operator.api.models import PowerBudget, PowerSummary
 from esnode_operator.conditions import condition
-from esnode_operator.power.budget import NodeDemand, Reporting, settle, share_budget
+from esnode_operator.power.budget import NodeDemand, Reporting, node_bounds, settle, share_budget
 from esnode_operator.power.summary import NodeEntry
 
 BUDGET_CONDITION = "BudgetInsufficient"
@@ -45,15 +45,29 @@ def reporting(entry: NodeEntry, now_seconds: float) -> Reporting:
 def node_demand(entry: NodeEntry, budget: PowerBudget, now_seconds: float) -> NodeDemand:
     # A node holding an envelope the operator never wrote has one from the agent's config: it wins.
     static = entry.envelope_watts if entry.spec_envelope_watts is None else None
+    floor, ceiling = node_bounds(
+        entry.gpu_power_limit_min_watts,
+        entry.gpu_power_limit_max_watts,
+        _other_watts(entry),
+        budget.floor_watts,
+        budget.ceiling_watts,
+    )
     return NodeDemand(
         name=entry.node,
         reporting=reporting(entry, now_seconds),
         power_watts=entry.node_power_watts,
-        floor_watts=budget.floor_watts,
-        ceiling_watts=budget.ceiling_watts,
+        floor_watts=floor,
+        ceiling_watts=ceiling,
         static_envelope_watts=static,
         last_envelope_watts=entry.spec_envelope_watts,
     )
+
+
+def _other_watts(entry: NodeEntry) -> float:
+    """What the node draws besides its GPUs (CPUs, fans, NICs): 0 where node power is the GPUs'."""
+    if entry.node_power_watts is None or entry.gpu_power_watts is None:
+        return 0.0
+    return max(0.0, entry.node_power_watts - entry.gpu_power_watts)
 
 
 class FleetBudget:

@@ -38,6 +38,9 @@ class NodeEntry(BaseModel):
     envelope_watts: float | None = None
     spec_envelope_watts: float | None = None
     capped_gpus: int = 0
+    # The node's floor and ceiling under a budget: its GPUs' limit constraints, summed.
+    gpu_power_limit_min_watts: float | None = None
+    gpu_power_limit_max_watts: float | None = None
 
     def fresh(self, now_seconds: float) -> bool:
         age_seconds = now_seconds - self.last_report_time.timestamp()
