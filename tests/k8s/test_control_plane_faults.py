@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,7 +57,14 @@ CHILD_KINDS = [
 def converged(cluster: Cluster, what: str, predicate: Callable[[], bool], timeout: float) -> float:
     """Seconds until predicate holds (printed); fails the test after timeout."""
     started = time.monotonic()
-    cluster.wait(what, predicate, timeout=timeout)
+    try:
+        cluster.wait(what, predicate, timeout=timeout)
+    except BaseException:
+        for found in cluster.kube.list(FLEET_API, "EsnodeFleet", cluster.namespace):
+            print("fleet", found["metadata"]["name"], json.dumps(found.get("status")), file=sys.stderr)
+        for found in cluster.kube.list(FLEET_API, "EsnodeNode", cluster.namespace):
+            print("report", found["metadata"]["name"], json.dumps(found.get("spec")), file=sys.stderr)
+        raise
     seconds = time.monotonic() - started
     print(f"converged: {what} in {seconds:.1f} s")
     return seconds
@@ -160,8 +168,8 @@ def test_an_apiserver_frozen_for_30_seconds_converges_with_nothing_lost_or_doubl
         os.kill(pid, signal.SIGCONT)
 
     converged(cluster, "the breach in the fleet's status", reporting(cluster, "faults", 3, 1), timeout=120)
-    converged(cluster, "the budget shared out", budget_shared(cluster), timeout=120)
     converged(cluster, "Ready at the new generation", ready_at_generation(cluster, "faults"), timeout=120)
+    converged(cluster, "the budget shared out", budget_shared(cluster), timeout=120)
     assert one_of_each(cluster, "faults"), children(cluster, "faults")
     assert reports(cluster) == NODES
     assert power(cluster, "faults")["overEnvelopeNodes"] == ["kwok-node-2"]
