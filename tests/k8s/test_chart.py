@@ -360,7 +360,6 @@ def test_install_makes_the_operator_available_and_creates_the_fleet(
         ("patch", "esnodefleets.esnode.io", "yes"),
         ("create", "daemonsets.apps", "yes"),
         ("patch", "kopfpeerings.kopf.dev", "yes"),
-        ("patch", "clusterkopfpeerings.kopf.dev", "no"),  # namespaced by default
         ("delete", "nodes", "no"),
         ("get", "secrets", "no"),
     ]:
