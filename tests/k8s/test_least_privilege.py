@@ -255,7 +255,7 @@ def test_a_report_is_written_only_by_its_fleet_and_follows_its_node_to_another_f
 # ---------------------------------------------------------------------------------- the operator
 
 
-def test_the_operator_writes_only_in_the_namespaces_it_serves(cluster: Cluster) -> None:
+def test_the_operator_writes_only_in_the_namespaces_it_serves(cluster: Cluster, tmp_path: Path) -> None:
     account = f"--as=system:serviceaccount:{cluster.namespace}:esnode-operator"
 
     def can(verb: str, resource: str, *where: str) -> str:
@@ -289,6 +289,15 @@ def test_the_operator_writes_only_in_the_namespaces_it_serves(cluster: Cluster) 
         assert can(verb, resource) == "no", (verb, resource)
     assert can("patch", "clusterrolebindings/esnode-agent-node-status") == "yes"
     assert can("patch", "clusterrolebindings/cluster-admin") == "no"
+    # ... and that binding lists agents' accounts only: no other identity gets nodes/status from it.
+    operator = tmp_path / "operator.kubeconfig"  # the cluster fixture's token of the operator
+    foreign = {"subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "kube-system"}]}
+    granted = as_identity(
+        cluster, operator, "patch", "clusterrolebinding", "esnode-agent-node-status",
+        "--type=merge", "-p", json.dumps(foreign),
+    )  # fmt: skip
+    assert granted.returncode != 0
+    assert "lists only esnode agents' ServiceAccounts" in granted.stderr, granted.stderr
 
 
 # ------------------------------------------------------------------------------------------- Helm
@@ -375,8 +384,9 @@ def test_two_releases_with_default_values_install_side_by_side(
             "get", "validatingadmissionpolicies", "-o", "name", "-l", "app.kubernetes.io/instance=esnode"
         ).stdout.split()
         assert sorted(policies) == sorted(
-            f"validatingadmissionpolicy.admissionregistration.k8s.io/esnode-{n}-agent-own-node"
+            f"validatingadmissionpolicy.admissionregistration.k8s.io/esnode-{n}-agent-{policy}"
             for n in (namespace, second_namespace)
+            for policy in ("own-node", "node-status-subjects")
         )
     finally:
         for where in installed_in:

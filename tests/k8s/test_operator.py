@@ -463,7 +463,8 @@ def _rbac_for(namespace: str) -> list[dict[str, Any]]:
     for doc in documents:
         if doc["kind"] in ("ServiceAccount", "RoleBinding"):
             doc["metadata"]["namespace"] = namespace
-        if doc["kind"] == "RoleBinding":
+        if doc["kind"] == "RoleBinding":  # of a ClusterRole, renamed below
+            doc["roleRef"]["name"] += f"-{namespace}"
             doc["subjects"][0]["namespace"] = namespace
         if doc["kind"].startswith("Cluster"):
             doc["metadata"]["name"] += f"-{namespace}"
