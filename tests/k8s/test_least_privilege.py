@@ -391,3 +391,60 @@ def test_two_releases_with_default_values_install_side_by_side(
     finally:
         for where in installed_in:
             testenv.helm("uninstall", "esnode", "-n", where, "--wait", "--timeout=60s", check=False)
+
+
+def test_the_operators_node_status_writes_are_held_to_the_esnode_condition(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Given nodes/status (to clear the esnode condition from nodes that left a fleet), the operator's
+    account may change that condition only, like an agent, but on any node."""
+    name = f"esnode-test-operator-node-status-{cluster.namespace}"
+    grant = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "esnode-operator", "namespace": cluster.namespace}
+            ],
+        },
+    ]
+    cluster.env.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": grant})
+    )
+    try:
+        operator = core_api(tmp_path / "operator.kubeconfig")  # the cluster fixture's token
+        cluster.wait(
+            "the grant to take effect",
+            lambda: cluster.env.kubectl(
+                "auth", "can-i", "patch", "nodes/status",
+                f"--as=system:serviceaccount:{cluster.namespace}:esnode-operator", check=False,
+            ).stdout.strip() == "yes",
+        )  # fmt: skip
+        message = refused(
+            operator.patch_node_status, "kwok-node-2", {"status": {"allocatable": {"nvidia.com/gpu": "0"}}}
+        )
+        assert f"may change only the {NODE_CONDITION} condition of node kwok-node-2" in message
+        refused(
+            operator.patch_node_status,
+            "kwok-node-2",
+            {"status": {"conditions": [condition("NetworkUnavailable")]}},
+        )
+        operator.patch_node_status(
+            "kwok-node-2", {"status": {"conditions": [condition(NODE_CONDITION, "False")]}}
+        )
+        removal = {"status": {"conditions": [{"type": NODE_CONDITION, "$patch": "delete"}]}}
+        operator.patch_node_status("kwok-node-2", removal)
+        conditions = cluster.kube.get("v1", "Node", None, "kwok-node-2")["status"].get("conditions") or []
+        assert not any(c["type"] == NODE_CONDITION for c in conditions)
+    finally:
+        cluster.env.kubectl(
+            "delete", "--ignore-not-found", f"clusterrolebinding/{name}", f"clusterrole/{name}"
+        )
