@@ -57,6 +57,15 @@ BAD_VALUES = {
         ["--set", "operator.replicas=2", "--set", "operator.peering.enabled=false"],
         "operator.replicas above 1 needs operator.peering.enabled",
     ),
+    "cluster-wide with a namespace list": (
+        [
+            "--set",
+            "operator.clusterWide=true",
+            "--set-json",
+            f'operator.watchNamespaces=["{RELEASE_NAMESPACE}"]',
+        ],
+        "operator.clusterWide serves every namespace",
+    ),
     "fleet outside watched namespaces": (
         ["--set-json", 'operator.watchNamespaces=["gpu-training"]'],
         f'fleet namespace "{RELEASE_NAMESPACE}" is not in operator.watchNamespaces',

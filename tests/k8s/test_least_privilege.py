@@ -386,7 +386,7 @@ def test_two_releases_with_default_values_install_side_by_side(
         assert sorted(policies) == sorted(
             f"validatingadmissionpolicy.admissionregistration.k8s.io/esnode-{n}-agent-{policy}"
             for n in (namespace, second_namespace)
-            for policy in ("own-node", "node-status-subjects")
+            for policy in ("own-node", "status-subjects")
         )
     finally:
         for where in installed_in:
