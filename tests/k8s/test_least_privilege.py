@@ -197,7 +197,13 @@ def test_a_report_is_written_only_by_its_fleet_and_follows_its_node_to_another_f
         "spec": {"nodeName": "kwok-node-1", "fleet": "b"},
     }
     cluster.env.kubectl("create", "-n", cluster.namespace, "-f", "-", input=json.dumps(others))  # as admin
-    status = {"agentVersion": "test", "lastReportTime": "2027-01-15T08:00:00Z", "heartbeatSeconds": 60}
+    status = {
+        "nodeName": "kwok-node-1",
+        "fleet": "a",
+        "agentVersion": "test",
+        "lastReportTime": "2027-01-15T08:00:00Z",
+        "heartbeatSeconds": 60,
+    }
     written = as_identity(
         cluster, agent_a, "patch", "esnodenode", "kwok-node-1", "-n", cluster.namespace,
         "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}),
