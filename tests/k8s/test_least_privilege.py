@@ -260,6 +260,38 @@ def test_a_report_is_written_only_by_its_fleet_and_follows_its_node_to_another_f
         assert power(cluster, "a").get("staleNodes") == []
 
 
+def test_a_token_bound_to_a_pod_that_is_not_the_fleets_agent_writes_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Only the fleet's DaemonSet pods (esnode-<fleet>-...) speak for it, even under its account."""
+    apply_fleet(cluster, "real")
+    impostor = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "impostor"},
+        "spec": {
+            "nodeName": "kwok-node-1",
+            "serviceAccountName": "esnode-real",
+            "containers": [{"name": "impostor", "image": "impostor"}],
+        },
+    }
+    cluster.env.kubectl("create", "-n", cluster.namespace, "-f", "-", input=json.dumps(impostor))
+    kubeconfig = pod_token(cluster, "real", "impostor", tmp_path / "impostor.kubeconfig")
+    report = {
+        "apiVersion": FLEET_API,
+        "kind": "EsnodeNode",
+        "metadata": {"name": "kwok-node-1"},
+        "spec": {"nodeName": "kwok-node-1", "fleet": "real"},
+    }
+    result = as_identity(
+        cluster, kubeconfig, "create", "-n", cluster.namespace, "-f", "-", input=json.dumps(report)
+    )
+    assert result.returncode != 0
+    assert "has a token bound to pod impostor, which is not an agent pod of fleet real" in result.stderr, (
+        result.stderr
+    )
+
+
 # ---------------------------------------------------------------------------------- the operator
 
 
