@@ -103,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             metrics_address=args.metrics_address,
             node_status_binding=args.agent_node_status_binding,
+            cluster_scanning=any(_is_pattern(namespace) for namespace in args.namespaces),
         )
     )
     kopf.run(
@@ -115,6 +116,11 @@ def _run(args: argparse.Namespace) -> int:
         memo=memo,
     )
     return 0
+
+
+def _is_pattern(namespace: str) -> bool:
+    """A kopf namespace glob or negation, which kopf resolves by listing and watching namespaces."""
+    return any(mark in namespace for mark in "!*?,")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,8 @@ class OperatorOptions:
     metrics_port: int = DEFAULT_METRICS_PORT  # 0: no metrics endpoint
     metrics_address: str = "0.0.0.0"
     node_status_binding: str = DEFAULT_NODE_STATUS_BINDING
+    # kopf's watch of namespaces and CRDs (cluster-scoped reads): needed only for namespace globs.
+    cluster_scanning: bool = True
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING  # Events only for trouble, not every handler run
     options = options_of(memo)
+    settings.scanning.disabled = not options.cluster_scanning
     api_client = new_api_client()
     metrics = OperatorMetrics()
     kube = Kube(api_client)

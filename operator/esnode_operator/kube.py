@@ -18,6 +18,7 @@ from kubernetes import client, config
 from esnode_operator.names import API_VERSION, FIELD_MANAGER, KIND, NODE_KIND, NODE_PLURAL, PLURAL
 
 REQUEST_TIMEOUT_SECONDS = (5.0, 30.0)  # connect, read
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 # (apiVersion, kind) -> (plural, namespaced)
 _RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
@@ -95,12 +96,13 @@ class Kube:
         query: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         serialized = self._api.param_serialize(
             method=method,
             resource_path=path,
             query_params=list((query or {}).items()),
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            header_params={"Content-Type": content_type, "Accept": accept},
             body=body,
             auth_settings=["BearerToken"],
         )
@@ -135,7 +137,9 @@ class Kube:
         label_selector: str | None = None,
         field_selector: str | None = None,
         limit: int | None = None,
+        metadata_only: bool = False,
     ) -> list[dict[str, Any]]:
+        """``metadata_only``: each item's metadata alone (PartialObjectMetadata), for names and labels."""
         query = {}
         if label_selector:
             query["labelSelector"] = label_selector
@@ -143,9 +147,9 @@ class Kube:
             query["fieldSelector"] = field_selector
         if limit is not None:
             query["limit"] = str(limit)
-        items: list[dict[str, Any]] = (
-            self.request("GET", resource_path(api_version, kind, namespace), query=query).get("items") or []
-        )
+        accept = METADATA_ONLY if metadata_only else "application/json"
+        path = resource_path(api_version, kind, namespace)
+        items: list[dict[str, Any]] = self.request("GET", path, query=query, accept=accept).get("items") or []
         for item in items:  # a list's items leave out what the list's own kind implies
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)

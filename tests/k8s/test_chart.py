@@ -57,6 +57,15 @@ BAD_VALUES = {
         ["--set", "operator.replicas=2", "--set", "operator.peering.enabled=false"],
         "operator.replicas above 1 needs operator.peering.enabled",
     ),
+    "cluster-wide with a namespace list": (
+        [
+            "--set",
+            "operator.clusterWide=true",
+            "--set-json",
+            f'operator.watchNamespaces=["{RELEASE_NAMESPACE}"]',
+        ],
+        "operator.clusterWide serves every namespace",
+    ),
     "fleet outside watched namespaces": (
         ["--set-json", 'operator.watchNamespaces=["gpu-training"]'],
         f'fleet namespace "{RELEASE_NAMESPACE}" is not in operator.watchNamespaces',
@@ -131,13 +140,15 @@ def test_defaults_render_operator_fleet_rules_and_dashboards(helm_binary: Path) 
     kinds = sorted(doc["kind"] for doc in docs)
     assert kinds == sorted(
         ["ServiceAccount", "Service", "ServiceMonitor", "Deployment"]
-        + ["ClusterRole", "ClusterRoleBinding"] * 3  # the operator's two, the agents' node-status one
-        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
-        + ["ClusterKopfPeering", "EsnodeFleet", "PrometheusRule"]
+        + ["ClusterRole"] * 3  # the operator's two, the agents' node-status one
+        + ["ClusterRoleBinding"] * 2
+        + ["RoleBinding"]  # the operator's rights in its namespace only
+        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2  # own node; binding subjects
+        + ["KopfPeering", "EsnodeFleet", "PrometheusRule"]
         + ["ConfigMap"] * len(list(DASHBOARDS.glob("*.json")))
     )
     container = operator_container(docs)
-    assert container["args"][:3] == ["run", "--all-namespaces", "--peering=esnode-operator"]
+    assert container["args"][:3] == ["run", f"--namespace={RELEASE_NAMESPACE}", "--peering=esnode-operator"]
     assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
     (fleet,) = of_kind(docs, "EsnodeFleet")
     assert (fleet["metadata"]["name"], fleet["metadata"]["namespace"]) == ("default", RELEASE_NAMESPACE)
@@ -177,7 +188,11 @@ def operator_rbac() -> list[dict[str, Any]]:
 
 
 def test_cluster_roles_have_the_operators_rules_and_bind_its_account(helm_binary: Path) -> None:
-    expected = rbac_rules_from(operator_rbac())
+    # resourceNames name the agents' objects, renamed for the release like them
+    renamed = json.dumps(rbac_rules_from(operator_rbac())).replace(
+        "esnode-agent-", f"esnode-{RELEASE_NAMESPACE}-agent-"
+    )
+    expected = json.loads(renamed)
     assert expected, "rbac/operator.yaml holds no ClusterRole rules"
     docs = [
         d
@@ -187,8 +202,10 @@ def test_cluster_roles_have_the_operators_rules_and_bind_its_account(helm_binary
     assert rbac_rules_from(docs) == expected
     (account,) = of_kind(docs, "ServiceAccount")
     subject = {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": RELEASE_NAMESPACE}
-    bindings = of_kind(docs, "ClusterRoleBinding")
-    assert len(bindings) == len(of_kind(operator_rbac(), "ClusterRoleBinding"))
+    bindings = of_kind(docs, "ClusterRoleBinding") + of_kind(docs, "RoleBinding")
+    assert len(bindings) == len(
+        of_kind(operator_rbac(), "ClusterRoleBinding") + of_kind(operator_rbac(), "RoleBinding")
+    )
     assert [b["subjects"] for b in bindings] == [[subject]] * len(bindings)
     assert {b["roleRef"]["name"] for b in bindings} == {
         r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")
@@ -205,14 +222,18 @@ def test_agents_objects_are_renamed_per_release_and_the_operator_is_told_the_bin
         for d in render(helm_binary, "--set", "fullnameOverride=gpu")
         if d["metadata"]["labels"].get("app.kubernetes.io/component") == "agent"
     ]
-    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
-        (d["kind"], d["metadata"]["name"].replace("esnode-agent-", "gpu-agent-")) for d in shipped
-    ]
-    by_kind = {d["kind"]: d for d in docs}
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
+        (d["kind"], d["metadata"]["name"].replace("esnode-agent-", f"gpu-{RELEASE_NAMESPACE}-agent-"))
+        for d in shipped
+    )
+    by_kind = {d["kind"]: d for d in docs if "subjects" not in d["metadata"]["name"]}
     binding = by_kind["ClusterRoleBinding"]
     assert binding["roleRef"]["name"] == by_kind["ClusterRole"]["metadata"]["name"]
     assert "subjects" not in binding  # the operator's to fill; an upgrade must not reset them
-    assert by_kind["ValidatingAdmissionPolicyBinding"]["spec"]["policyName"] == "gpu-agent-own-node"
+    assert (
+        by_kind["ValidatingAdmissionPolicyBinding"]["spec"]["policyName"]
+        == f"gpu-{RELEASE_NAMESPACE}-agent-own-node"
+    )
     operator_docs = render(helm_binary, "--set", "fullnameOverride=gpu")
     assert (
         f"--agent-node-status-binding={binding['metadata']['name']}"
@@ -230,8 +251,8 @@ def test_monitoring_objects_wait_for_the_prometheus_operator_api(helm_binary: Pa
 def test_the_chart_asks_for_the_kubernetes_that_serves_its_admission_policy(helm_binary: Path) -> None:
     """admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy is served from 1.30: older is refused
     before anything is applied, rather than failing half-way through the install."""
-    (policy,) = of_kind(render(helm_binary, "--kube-version=1.30.0"), "ValidatingAdmissionPolicy")
-    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+    for policy in of_kind(render(helm_binary, "--kube-version=1.30.0"), "ValidatingAdmissionPolicy"):
+        assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
     result = run_helm(helm_binary, "template", "esnode", str(CHART), "--kube-version=1.29.9")
     assert result.returncode != 0
     assert "incompatible with Kubernetes v1.29.9" in result.stderr
@@ -242,7 +263,7 @@ def test_ha_values_run_several_peered_replicas(helm_binary: Path) -> None:
     (deployment,) = of_kind(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 3
     assert "--peering=esnode-ha" in operator_container(docs)["args"]
-    assert [p["metadata"]["name"] for p in of_kind(docs, "ClusterKopfPeering")] == ["esnode-ha"]
+    assert [p["metadata"]["name"] for p in of_kind(docs, "KopfPeering")] == ["esnode-ha"]
     (monitor,) = of_kind(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
@@ -263,10 +284,10 @@ def test_namespaced_values_peer_in_each_watched_namespace(helm_binary: Path) -> 
     # Fleets and their children only in the watched namespaces; cluster reads stay cluster-wide.
     role_bindings = of_kind(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in role_bindings) == ["gpu-inference", "gpu-training"]
-    assert {b["roleRef"]["name"] for b in role_bindings} == {"esnode-operator"}
+    assert {b["roleRef"]["name"] for b in role_bindings} == {"esnode-gpu-inference-operator"}
     assert [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == [
-        "esnode-agent-node-status",  # the agents' (its subjects are the operator's to fill)
-        "esnode-operator-cluster",
+        "esnode-gpu-inference-agent-node-status",  # the agents' (its subjects are the operator's to fill)
+        "esnode-gpu-inference-operator-cluster",
     ]
 
 
@@ -342,14 +363,16 @@ def test_install_makes_the_operator_available_and_creates_the_fleet(
         custom.get_namespaced_custom_object("esnode.io", "v1alpha1", namespace, "esnodefleets", "default")
     )
     assert fleet["metadata"]["labels"]["app.kubernetes.io/instance"] == release
-    peering = as_dict(custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", release))
+    peering = as_dict(
+        custom.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", release)
+    )
     assert peering["metadata"]["name"] == release
     # The bound roles let the operator's account do its work, and no more.
     account = f"--as=system:serviceaccount:{namespace}:{release}-esnode-operator"
     for verb, resource, allowed in [
         ("patch", "esnodefleets.esnode.io", "yes"),
         ("create", "daemonsets.apps", "yes"),
-        ("patch", "clusterkopfpeerings.kopf.dev", "yes"),
+        ("patch", "kopfpeerings.kopf.dev", "yes"),
         ("delete", "nodes", "no"),
         ("get", "secrets", "no"),
     ]:

@@ -464,8 +464,11 @@ def _rbac_for(namespace: str) -> list[dict[str, Any]]:
     """rbac/operator.yaml for this test: its ServiceAccount here, cluster objects renamed."""
     documents = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
     for doc in documents:
-        if doc["kind"] == "ServiceAccount":
+        if doc["kind"] in ("ServiceAccount", "RoleBinding"):
             doc["metadata"]["namespace"] = namespace
+        if doc["kind"] == "RoleBinding":  # of a ClusterRole, renamed below
+            doc["roleRef"]["name"] += f"-{namespace}"
+            doc["subjects"][0]["namespace"] = namespace
         if doc["kind"].startswith("Cluster"):
             doc["metadata"]["name"] += f"-{namespace}"
         if doc["kind"] == "ClusterRoleBinding":

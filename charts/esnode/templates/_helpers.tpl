@@ -22,10 +22,52 @@ characters so that "<fullname>-operator-metrics" stays a valid DNS label. */}}
 {{- printf "%s-operator" (include "esnode.fullname" .) }}
 {{- end }}
 
-{{/* rbac/agents.yaml's objects are named esnode-agent-<x>; in a release, <fullname>-agent-<x>
-(the release named esnode keeps the file's names). */}}
+{{/* Names of the release's cluster-scoped objects start with <fullname>-<namespace>, so that two
+releases (in two namespaces, whatever their names) never share one; a hash of the two keeps it
+within 40 characters. */}}
+{{- define "esnode.clusterPrefix" -}}
+{{- $base := printf "%s-%s" (include "esnode.fullname" .) .Release.Namespace }}
+{{- if le (len $base) 40 }}
+{{- $base }}
+{{- else }}
+{{- printf "%s-%s" (trunc 33 $base | trimSuffix "-") (sha256sum $base | trunc 6) }}
+{{- end }}
+{{- end }}
+
+{{/* The operator's ClusterRoles and bindings: rbac/operator.yaml's esnode-operator<x>, renamed. */}}
+{{- define "esnode.clusterOperatorName" -}}
+{{- printf "%s-operator" (include "esnode.clusterPrefix" .) }}
+{{- end }}
+
+{{/* rbac/agents.yaml's objects are named esnode-agent-<x>; in a release, <cluster prefix>-agent-<x>. */}}
 {{- define "esnode.agentPrefix" -}}
-{{- printf "%s-agent-" (include "esnode.fullname" .) }}
+{{- printf "%s-agent-" (include "esnode.clusterPrefix" .) }}
+{{- end }}
+
+{{/* The namespaces the operator serves, as a JSON list; [] when it serves all of them
+(operator.clusterWide). By default the release's namespace and the fleet's. */}}
+{{- define "esnode.watchedNamespaces" -}}
+{{- if .Values.operator.clusterWide }}
+{{- list | toJson }}
+{{- else if .Values.operator.watchNamespaces }}
+{{- .Values.operator.watchNamespaces | toJson }}
+{{- else if .Values.fleet.enabled }}
+{{- list .Release.Namespace (include "esnode.fleetNamespace" .) | uniq | toJson }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* kopf's peering object: operator.peering.name, or named after the release (a ClusterKopfPeering
+is cluster-scoped, so it takes the cluster prefix). */}}
+{{- define "esnode.peeringName" -}}
+{{- if .Values.operator.peering.name }}
+{{- .Values.operator.peering.name }}
+{{- else if .Values.operator.clusterWide }}
+{{- include "esnode.clusterOperatorName" . }}
+{{- else }}
+{{- include "esnode.operatorName" . }}
+{{- end }}
 {{- end }}
 
 {{/* Labels on every object of the release. */}}
@@ -64,15 +106,15 @@ app.kubernetes.io/component: operator
 {{/* The operator's command line: which namespaces, how replicas coordinate, where it reports. */}}
 {{- define "esnode.operatorArgs" -}}
 - run
-{{- if .Values.operator.watchNamespaces }}
-{{- range .Values.operator.watchNamespaces }}
+{{- if .Values.operator.clusterWide }}
+- --all-namespaces
+{{- else }}
+{{- range include "esnode.watchedNamespaces" . | fromJsonArray }}
 - --namespace={{ . }}
 {{- end }}
-{{- else }}
-- --all-namespaces
 {{- end }}
 {{- if .Values.operator.peering.enabled }}
-- --peering={{ .Values.operator.peering.name }}
+- --peering={{ include "esnode.peeringName" . }}
 {{- else }}
 - --standalone
 {{- end }}

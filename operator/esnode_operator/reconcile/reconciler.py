@@ -5,7 +5,9 @@ pass checks the spec and node conflicts, dry-runs every child and applies them o
 apiserver accepts all of them (nothing half-applied), prunes DaemonSets of envelope groups that
 no longer exist, then observes. A held fleet keeps the children it had: nothing that was working
 is deleted because of a bad update. A full pass also lists (or unlists) the fleet's agents in the
-shared node-status binding (node_status_access.py). An observe-only pass (a DaemonSet's status moved) reuses the
+shared node-status binding (node_status_access.py). A full pass, or one that finds the DaemonSets
+wanting another number of pods, deletes the fleet's node reports of nodes it no longer selects, so
+that the node's new fleet can file its own (report_handover.py). An observe-only pass (a DaemonSet's status moved) reuses the
 last full pass's findings for the same generation.
 """
 
@@ -44,6 +46,7 @@ from esnode_operator.reconcile.fleet_status import (
     status_differs,
 )
 from esnode_operator.reconcile.node_status_access import NodeStatusAccess
+from esnode_operator.reconcile.report_handover import ReportHandover
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,7 @@ class Reconciler:
         self._kube = kube
         self._metrics = metrics
         self._node_status = node_status or NodeStatusAccess(kube)
+        self._handover = ReportHandover(kube)
         self._clock = clock
         self._guard = threading.Lock()
         self._locks: dict[FleetKey, threading.Lock] = {}
@@ -160,6 +164,12 @@ class Reconciler:
         observation, observed = self._observe(body, findings)
         problems = (*findings, *observed)
         previous = body.get("status") or {}
+        # A node left the fleet (its DaemonSets want fewer pods) or a full pass: hand its reports on.
+        moved = observation.counts.desired != (previous.get("daemonSet") or {}).get("desired")
+        if (full or moved) and not any(p.holds for p in findings):
+            self._handover.release_unselected(
+                key[0], key[1], (body.get("spec") or {}).get("nodeSelector") or {}
+            )
         status = build_status(generation, observation, problems, previous, self._clock())
         patched = status_differs(previous, status)
         if patched:
