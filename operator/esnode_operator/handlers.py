@@ -84,10 +84,13 @@ def _announce(outcome: Outcome | None, retry: int) -> None:
     """An Event when the fleet turned Degraded or changed why; a retry on the operator's schedule."""
     if outcome is None:
         return
+    body = kopf.Body(cast(kopf.RawBody, dict(outcome.fleet)))
+    for edit in outcome.reverted:
+        kopf.warn(body, reason="EditReverted", message=edit[:1024])
     degraded = next(c for c in outcome.status["conditions"] if c["type"] == "Degraded")
     if outcome.patched and degraded["status"] == "True":
         kopf.warn(
-            kopf.Body(cast(kopf.RawBody, dict(outcome.fleet))),
+            body,
             reason=degraded["reason"],
             message=degraded["message"][:1024],
         )
