@@ -44,6 +44,7 @@ from esnode_operator.reconcile.fleet_status import (
     status_differs,
 )
 from esnode_operator.reconcile.foreign_fields import additions, adoption_patch, describe
+from esnode_operator.reconcile.node_conditions import NodeConditions, selects
 from esnode_operator.reconcile.node_status_access import NodeStatusAccess
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Reconciler:
         self._kube = kube
         self._metrics = metrics
         self._node_status = node_status or NodeStatusAccess(kube)
+        self._node_conditions = NodeConditions(kube)
         self._clock = clock
         self._guard = threading.Lock()
         self._locks: dict[FleetKey, threading.Lock] = {}
@@ -132,6 +134,7 @@ class Reconciler:
 
     def release(self, namespace: str, name: str) -> None:
         """A fleet is being deleted: take back what its children cannot take with them."""
+        self._node_conditions.withdraw(namespace, name, keep=lambda _node: False)
         self._node_status.grant(namespace, name, granted=False)
         self.forget((namespace, name))
 
@@ -163,6 +166,8 @@ class Reconciler:
         observation, observed = self._observe(body, findings)
         problems = (*findings, *observed)
         previous = body.get("status") or {}
+        if full or (previous.get("daemonSet") or {}).get("desired") != observation.counts.desired:
+            self._withdraw_node_conditions(body)
         status = build_status(generation, observation, problems, previous, self._clock())
         patched = status_differs(previous, status)
         if patched:
@@ -173,6 +178,14 @@ class Reconciler:
                 extra={"fleet": f"{key[0]}/{key[1]}", "state": status["state"], "ready": status["readyText"]},
             )
         return Outcome(body, status, patched, problems, tuple(reverted))
+
+    def _withdraw_node_conditions(self, body: Mapping[str, Any]) -> None:
+        """Nodes that left the fleet's nodeSelector (or a fleet that stopped setting the condition)."""
+        spec = body.get("spec") or {}
+        selector = spec.get("nodeSelector") or {}
+        covered = selects(selector if isinstance(selector, dict) else {})
+        keep = covered if spec.get("nodeCondition") else (lambda _node: False)
+        self._node_conditions.withdraw(body["metadata"]["namespace"], body["metadata"]["name"], keep)
 
     # ------------------------------------------------------------------------------- apply
 
