@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from esnode_operator.api.fleet import Fleet
+from esnode_operator.children.agent_config import AgentEnvError
 from esnode_operator.children.desired import Children, desired_children
 from esnode_operator.children.placement import PlacementError
 from esnode_operator.children.servicemonitor import SERVICEMONITOR_API_VERSION
@@ -199,7 +200,7 @@ class Reconciler:
             return (conflict,)
         try:
             children = desired_children(fleet)
-        except PlacementError as exc:
+        except (PlacementError, AgentEnvError) as exc:
             return (Problem(INVALID_SPEC, str(exc), holds=True),)
         except ValidationError as exc:  # the agent's own config model refused the rendering
             return (Problem(INVALID_SPEC, "agent config: " + describe_validation(exc, "agent"), holds=True),)
