@@ -18,9 +18,9 @@ import subprocess
 import sys
 import threading
 import tomllib
-from datetime import UTC, datetime
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
