@@ -1,4 +1,5 @@
-"""The ``esnode-operator`` command: ``run`` (the default) wraps kopf's operator; ``crds`` prints the CRDs."""
+"""The ``esnode-operator`` command: ``run`` (the default) wraps kopf's operator; ``crds`` prints the CRDs;
+``uninstall`` deletes the served fleets and waits for them (the chart's pre-delete hook)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from esnode_operator import (
 )
 from esnode_operator.api.crd import render_crds
 from esnode_operator.context import OperatorOptions
+from esnode_operator.kube import Kube, new_api_client
 from esnode_operator.metrics import DEFAULT_METRICS_PORT
 from esnode_operator.reconcile.node_status_access import DEFAULT_NODE_STATUS_BINDING
+from esnode_operator.uninstall import Uninstall
 
 PROG = "esnode-operator"
-COMMANDS = ("run", "crds")
+COMMANDS = ("run", "crds", "uninstall")
 # Replicas pick distinct priorities so that kopf's peering keeps exactly one of them active.
 _RANDOM_PRIORITY_RANGE = (1, 1_000_000)
 
@@ -79,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-d", "--debug", action="store_true")
     crds = commands.add_parser("crds", help="print the CRDs the operator needs, or write them to a folder")
     crds.add_argument("--out", type=Path, help="folder to write one YAML file per CRD group into")
+    uninstall = commands.add_parser(
+        "uninstall", help="delete the fleets the operator serves and wait until they and their children are gone"
+    )
+    where = uninstall.add_mutually_exclusive_group(required=True)
+    where.add_argument("-n", "--namespace", dest="namespaces", action="append", default=[],
+                       help="fleets in this namespace (repeatable)")
+    where.add_argument("-A", "--all-namespaces", action="store_true", help="fleets in every namespace")
+    uninstall.add_argument("--wait-seconds", type=float, default=120.0,
+                           help="how long to wait for them to go (default 120); exit 1 if some remain")
     return parser  # fmt: skip
 
 
@@ -123,6 +135,19 @@ def _is_pattern(namespace: str) -> bool:
     return any(mark in namespace for mark in "!*?,")
 
 
+def _uninstall(args: argparse.Namespace) -> int:
+    kopf.configure(verbose=True)  # kopf's log format, as `run` writes it
+    api_client = new_api_client()
+    try:
+        remaining = Uninstall(Kube(api_client), args.namespaces).run(args.wait_seconds)
+    finally:
+        api_client.close()  # type: ignore[no-untyped-call]
+    if remaining:
+        print(f"{PROG} uninstall: still there after {args.wait_seconds:g} s: {', '.join(remaining)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or arguments[0] not in (*COMMANDS, "-h", "--help", "--version"):
@@ -130,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(arguments)
     if args.command == "crds":
         return _crds(args.out)
+    if args.command == "uninstall":
+        return _uninstall(args)
     if not args.all_namespaces and not args.namespaces:
         _parser().error("say which fleets to serve: --namespace NAME (repeatable) or --all-namespaces")
     return _run(args)

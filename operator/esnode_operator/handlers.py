@@ -35,7 +35,7 @@ from esnode_operator.power.fleet_loop import keep_power_status
 from esnode_operator.power.summary import NodeEntry, node_entry
 from esnode_operator.reconcile.node_status_access import NodeStatusAccess
 from esnode_operator.reconcile.reconciler import FleetKey, Outcome, Reconciler
-from esnode_operator.retry import retry_delay_seconds
+from esnode_operator.retry import configure_retries, retry_delay_seconds
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # Events only for trouble, not every handler run
+    configure_retries(settings)  # the operator's 10 s schedule, not kopf's 60 s
     options = options_of(memo)
     settings.scanning.disabled = not options.cluster_scanning
     api_client = new_api_client()
@@ -85,10 +86,13 @@ def _announce(outcome: Outcome | None, retry: int) -> None:
     """An Event when the fleet turned Degraded or changed why; a retry on the operator's schedule."""
     if outcome is None:
         return
+    body = kopf.Body(cast(kopf.RawBody, dict(outcome.fleet)))
+    for edit in outcome.reverted:
+        kopf.warn(body, reason="EditReverted", message=edit[:1024])
     degraded = next(c for c in outcome.status["conditions"] if c["type"] == "Degraded")
     if outcome.patched and degraded["status"] == "True":
         kopf.warn(
-            kopf.Body(cast(kopf.RawBody, dict(outcome.fleet))),
+            body,
             reason=degraded["reason"],
             message=degraded["message"][:1024],
         )

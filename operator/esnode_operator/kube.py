@@ -155,9 +155,10 @@ class Kube:
             item.setdefault("kind", kind)
         return items
 
-    def delete(self, obj: Mapping[str, Any]) -> None:
-        """Delete exactly this object (uid precondition), its dependents in the background."""
-        body = {"propagationPolicy": "Background", "preconditions": {"uid": obj["metadata"]["uid"]}}
+    def delete(self, obj: Mapping[str, Any], propagation: str = "Background") -> None:
+        """Delete exactly this object (uid precondition), its dependents in the background (or, with
+        Foreground, before the object itself goes)."""
+        body = {"propagationPolicy": propagation, "preconditions": {"uid": obj["metadata"]["uid"]}}
         self.request("DELETE", object_path(obj), body=body)
 
     def apply_status(

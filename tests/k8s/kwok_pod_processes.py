@@ -20,6 +20,7 @@ import threading
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,11 @@ from esnode_agent.podresources import api_pb2, api_pb2_grpc
 BIN = Path(sys.executable).parent
 # image repository basename -> its ENTRYPOINT (Dockerfile.agent, Dockerfile.operator)
 ENTRYPOINTS = {"esnode-agent": BIN / "esnode-agent", "esnode-operator": BIN / "esnode-operator"}
-SELECTORS = ("app.kubernetes.io/name=esnode-agent", "app.kubernetes.io/component=operator")
+SELECTORS = (
+    "app.kubernetes.io/name=esnode-agent",
+    "app.kubernetes.io/component=operator",
+    "app.kubernetes.io/component=uninstall",  # the chart's pre-delete hook pod
+)
 KUBELET_DIR = "/var/lib/kubelet"
 ESNODE_HOST_DIR = "/var/lib/esnode"  # the capper's state (children/daemonset.py): per node, never this machine's
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -191,9 +196,14 @@ class KwokPodProcesses:
         self.endpoint_slices.sync(pods)
         for uid, pod in wanted.items():
             if uid in self.running and self.running[uid].process.poll() is not None:
-                self.errors.append(f"{self.running[uid].pod} exited {self.running[uid].process.returncode}")
-                self._end(uid)  # restarted below, as the kubelet would
-            if uid not in self.running:
+                code = self.running[uid].process.returncode
+                if code or pod.spec.restart_policy != "Never":
+                    self.errors.append(f"{self.running[uid].pod} exited {code}")
+                self._end(uid)
+                if pod.spec.restart_policy == "Never":  # a run-once pod: done, as the kubelet reports it
+                    self._terminated(pod, code)
+                    continue
+            if uid not in self.running:  # (re)started, as the kubelet would
                 self.running[uid] = self._launch(pod)
 
     def _node(self, name: str) -> Node:
@@ -207,6 +217,19 @@ class KwokPodProcesses:
             server.start()
             self.nodes[name] = Node(name, kubelet_dir, kubelet, server)
         return self.nodes[name]
+
+    def _terminated(self, pod: Any, code: int) -> None:
+        """The pod's phase from its one container's exit code: Helm waits for a hook pod's Succeeded."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        (container,) = pod.spec.containers
+        state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                "startedAt": now, "finishedAt": now}}  # fmt: skip
+        status = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [{"name": container.name, "image": container.image, "imageID": "",
+                                   "ready": False, "restartCount": 0, "state": state}],
+        }  # fmt: skip
+        self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
 
     def _end(self, uid: str) -> None:
         child_process.stop(self.running.pop(uid).process)
@@ -230,7 +253,7 @@ class KwokPodProcesses:
         if _image_name(container.image) == "esnode-agent":
             env["ESNODE_KUBECONFIG"] = env["KUBECONFIG"]
             env.update(_agent_overrides(Path(env["ESNODE_CONFIG"]), mounts, ip))
-        else:
+        elif (container.args or [""])[0] == "run":
             args = [a.replace("0.0.0.0", ip) for a in args] + [f"--metrics-address={ip}"]
         log = root / "process.log"
         process = child_process.start(args, log, env=env, cwd=root)

@@ -95,9 +95,13 @@ def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(helm), *args], capture_output=True, text=True, check=False, timeout=120)
 
 
-def render(helm: Path, *args: str, monitoring: bool = True) -> list[dict[str, Any]]:
+def render(helm: Path, *args: str, monitoring: bool = True, hooks: bool = False) -> list[dict[str, Any]]:
+    """The release's objects; with hooks, the uninstall hook's objects (uninstall-hook.yaml) too."""
     api_versions = [f"--api-versions={api}" for api in MONITORING_APIS] if monitoring else []
-    result = run_helm(helm, "template", "esnode", str(CHART), "-n", RELEASE_NAMESPACE, *api_versions, *args)
+    no_hooks = [] if hooks else ["--no-hooks"]
+    result = run_helm(
+        helm, "template", "esnode", str(CHART), "-n", RELEASE_NAMESPACE, *api_versions, *no_hooks, *args
+    )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -309,6 +313,49 @@ def test_minimal_values_install_the_operator_alone(helm_binary: Path) -> None:
     ]
 
 
+def _hooks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if "helm.sh/hook" in (d["metadata"].get("annotations") or {})]
+
+
+@pytest.mark.parametrize(
+    ("values", "scope", "bindings"),
+    [
+        ([], ["--all-namespaces"], [("ClusterRoleBinding", None)]),
+        (["-f", str(REPO / "tests/fixtures/chart-values/namespaced.yaml")],
+         ["--namespace=gpu-inference", "--namespace=gpu-training"],
+         [("RoleBinding", "gpu-inference"), ("RoleBinding", "gpu-training")]),
+    ],
+)  # fmt: skip
+def test_uninstall_first_deletes_the_served_fleets_from_a_hook_of_its_own(
+    helm_binary: Path, values: list[str], scope: list[str], bindings: list[tuple[str, str | None]]
+) -> None:
+    """Issue 19: Helm deleted the operator's RBAC before the fleet, stranding its privileged agents."""
+    hooks = _hooks(render(helm_binary, *values, hooks=True))
+    for doc in hooks:
+        annotations = doc["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    (pod,) = of_kind(hooks, "Pod")
+    assert int(pod["metadata"]["annotations"]["helm.sh/hook-weight"]) > max(
+        int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) for d in hooks if d is not pod
+    )  # its account and rights first
+    (container,) = pod["spec"]["containers"]
+    parsed = cli._parser().parse_args(container["args"])
+    assert parsed.command == "uninstall" and parsed.wait_seconds == 120
+    assert [a for a in container["args"] if a.startswith("--namespace") or a == "--all-namespaces"] == scope
+    assert pod["spec"]["restartPolicy"] == "Never" and container["securityContext"]["allowPrivilegeEscalation"] is False
+    (account,) = of_kind(hooks, "ServiceAccount")
+    assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    (role,) = of_kind(hooks, "ClusterRole")
+    assert role["rules"] == [
+        {"apiGroups": ["esnode.io"], "resources": ["esnodefleets"], "verbs": ["list", "delete"]},
+        {"apiGroups": ["esnode.io"], "resources": ["esnodenodes"], "verbs": ["list"]},
+    ]
+    found = [(d["kind"], d["metadata"].get("namespace")) for d in hooks if d["kind"].endswith("RoleBinding")]
+    assert found == bindings
+    assert _hooks(render(helm_binary, *values, "--set", "operator.uninstall.deleteFleets=false", hooks=True)) == []
+
+
 @pytest.mark.parametrize("case", BAD_VALUES.values(), ids=BAD_VALUES.keys())
 def test_bad_values_are_refused_with_the_field_named(helm_binary: Path, case: tuple[list[str], str]) -> None:
     args, message = case
@@ -322,10 +369,14 @@ def test_bad_values_are_refused_with_the_field_named(helm_binary: Path, case: tu
 
 @pytest.fixture
 def release(testenv: Env, namespace: str) -> Iterator[str]:
-    """A unique release name; the release is uninstalled afterwards (its cluster-scoped objects too)."""
+    """A unique release name; the release is uninstalled afterwards (its cluster-scoped objects too).
+
+    Without the uninstall hook: no process runs behind these kwok pods (used_by_chain.py's does),
+    so the hook pod would never finish, and with no operator ever running, no fleet has a finalizer.
+    """
     name = f"esn-{uuid.uuid4().hex[:6]}"
     yield name
-    testenv.helm("uninstall", name, "-n", namespace, "--wait", "--timeout=60s", check=False)
+    testenv.helm("uninstall", name, "-n", namespace, "--no-hooks", "--wait", "--timeout=60s", check=False)
 
 
 def as_dict(custom_object: object) -> dict[str, Any]:

@@ -150,14 +150,12 @@ def helm_install(tools: Tools, *args: str) -> None:
     )
 
 
-def uninstall(tools: Tools) -> None:
-    """docs/operator.md's order: the fleets first, while the operator runs to release them (kopf's
-    finalizer), then the release. A plain `helm uninstall` deletes the operator's RBAC with the
-    fleet and leaves the fleet stuck on that finalizer."""
-    tools.run(
-        "kubectl", "delete", "esnodefleets", "--all", "-n", ESNODE_NAMESPACE, "--wait=true", "--timeout=90s"
-    )
-    tools.run("helm", "uninstall", RELEASE, "-n", ESNODE_NAMESPACE, "--ignore-not-found", "--wait")
+def uninstall(tools: Tools) -> float:
+    """A plain `helm uninstall` with the operator running: the chart's pre-delete hook deletes the
+    fleets first and waits for them; the seconds it took."""
+    started = time.monotonic()
+    tools.run("helm", "uninstall", RELEASE, "-n", ESNODE_NAMESPACE, "--ignore-not-found", "--wait", "--timeout=180s")
+    return time.monotonic() - started
 
 
 @dataclass

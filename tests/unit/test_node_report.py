@@ -17,7 +17,7 @@ from esnode_agent.collectors.node_power import NODE_SOURCE as SOURCE
 from esnode_agent.cycle.samples import SampleIndex, SampleSink
 from esnode_agent.cycle.snapshot import Snapshot
 from esnode_agent.report.kube_writer import KubeStatusWriter
-from esnode_agent.report.model import MAX_GPUS_IN_REPORT, NodeReport, build_report
+from esnode_agent.report.model import MAX_GPUS_IN_REPORT, NodeReport, build_report, condition_message
 from esnode_agent.report.policy import ReportPolicy
 from esnode_agent.report.reporter import Reporter, ReportTarget, backoff_seconds
 
@@ -149,6 +149,37 @@ async def test_reporter_backs_off_then_reports_and_sets_the_condition_on_flips()
     task.cancel()
     assert [r.exceeded for r in writer.reports] == [False, True, False]
     assert writer.conditions == [False, True, False]
+
+
+class MessageWriter(FlakyWriter):
+    """Records each condition as the real writer would send it: its message and transition time."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+        self.sent: list[tuple[str, object]] = []
+
+    def write_node_condition(self, report: NodeReport, since: object) -> None:
+        self.sent.append((condition_message(report, "ml"), since))
+
+
+async def test_the_condition_message_follows_every_written_report_and_its_time_only_flips() -> None:
+    """Issue 19: 'node power unknown power against 4500 W' stayed until the state flipped."""
+    writer = MessageWriter()
+    policy = ReportPolicy(heartbeat_seconds=60, power_step_watts=50, min_interval_seconds=0)
+    target = ReportTarget("gpu-node-1", "fleet-a", node_condition=True, namespace="ml")
+    reporter = Reporter(writer, policy, target)  # type: ignore[arg-type]
+    task = asyncio.create_task(reporter.run_forever())
+    for power in (3000.0, 3400.0, 4100.0):
+        reporter.offer(snapshot(power=power))
+        await asyncio.sleep(0.05)
+    task.cancel()
+    assert [m for m, _ in writer.sent] == [
+        "node power 3000 W against 4000 W (fleet ml/fleet-a)",
+        "node power 3400 W against 4000 W (fleet ml/fleet-a)",  # within the envelope still: refreshed
+        "node power 4100 W against 4000 W (fleet ml/fleet-a)",
+    ]
+    times = [t for _, t in writer.sent]
+    assert times[0] == times[1] != times[2]  # lastTransitionTime moves on the flip only
 
 
 async def test_a_refused_node_condition_does_not_hold_back_the_report() -> None:

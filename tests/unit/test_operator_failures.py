@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import socket
 
+import kopf
 import pytest
 from kubernetes import client
 
 from esnode_operator.conditions import condition, stamp_transition
 from esnode_operator.kube import NETWORK_ERROR, Kube, KubeError
 from esnode_operator.reconcile.fleet_status import FAILED_CREATE, controller_problems
-from esnode_operator.retry import MAX_RETRY_SECONDS, retry_delay_seconds
+from esnode_operator.retry import MAX_RETRY_SECONDS, configure_retries, retry_delay_seconds
 
 
 def test_retries_double_from_one_second_and_stop_growing_at_ten() -> None:
@@ -61,3 +62,13 @@ def test_a_transition_time_moves_only_with_the_status() -> None:
     moved = stamp_transition(condition("Ready", False, "AgentsNotReady", "x"), before, "2026-02-02T00:00:00Z")
     assert kept["lastTransitionTime"] == "2026-01-01T00:00:00Z" and kept["message"] == "new text"
     assert moved["lastTransitionTime"] == "2026-02-02T00:00:00Z"
+
+
+def test_kopfs_own_retries_follow_the_operators_schedule() -> None:
+    """Issue 19: timeouts and connection errors got kopf's 60 s (and throttling up to 610 s)."""
+    settings = kopf.OperatorSettings()
+    configure_retries(settings)
+    assert tuple(settings.networking.error_backoffs) == (1.0, 2.0, 4.0, 8.0, 10.0)
+    assert tuple(settings.queueing.error_delays) == (1.0, 2.0, 4.0, 8.0, 10.0)  # kopf repeats the last
+    assert settings.execution.default_backoff == MAX_RETRY_SECONDS
+    assert settings.networking.request_timeout == 30.0 and settings.networking.connect_timeout == 5.0

@@ -107,20 +107,46 @@ def test_each_node_is_in_exactly_the_group_of_its_first_matching_override(seed: 
         if selector not in selectors:  # a repeated selector is refused (below)
             selectors.append(selector)
     spec = envelope(*((selector, float(100 * (i + 1))) for i, selector in enumerate(selectors)))
-    groups = envelope_groups(spec)
+    try:
+        groups = envelope_groups(spec)
+    except PlacementError as exc:  # an override that can never apply: it applies on none of NODES
+        index = int(str(exc).split("overrides[", 1)[1].split("]", 1)[0])
+        assert all(expected_watts(spec, labels) != spec.overrides[index].watts for labels in NODES), str(exc)
+        return
     for labels in NODES:
         admitting = groups_admitting(groups, labels)
         assert len(admitting) == 1, (labels, admitting)
         assert admitting[0].watts == expected_watts(spec, labels), labels
 
 
-def test_a_shadowed_override_gets_no_daemonset() -> None:
-    groups = envelope_groups(
-        envelope(
-            ({"matchLabels": {"type": "dgx"}}, 6500), ({"matchLabels": {"type": "dgx", "zone": "a"}}, 9000)
-        )
+def test_a_shadowed_override_is_refused_not_silently_dropped() -> None:
+    shadowed = envelope(
+        ({"matchLabels": {"type": "dgx"}}, 6500), ({"matchLabels": {"type": "dgx", "zone": "a"}}, 9000)
     )
-    assert [g.watts for g in groups] == [None, 6500]
+    with pytest.raises(PlacementError, match=r"overrides\[1\].nodeSelector selects only nodes that earlier"):
+        envelope_groups(shadowed)
+
+
+@pytest.mark.parametrize(
+    ("selector", "base", "says"),
+    [
+        ({"matchLabels": {"type": "dgx"}, "matchExpressions": [{"key": "type", "operator": "NotIn", "values": ["dgx"]}]}, {}, "contradicts itself"),
+        ({"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}, {"key": "zone", "operator": "In", "values": ["b"]}]}, {}, "contradicts itself"),
+        ({"matchExpressions": [{"key": "zone", "operator": "Exists"}, {"key": "zone", "operator": "DoesNotExist"}]}, {}, "contradicts itself"),
+        ({"matchLabels": {"gpu": "false"}}, {"gpu": "true"}, "contradicts spec.nodeSelector"),
+        ({"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]}, {"gpu": "true"}, "contradicts spec.nodeSelector"),
+    ],
+)  # fmt: skip
+def test_an_override_that_can_match_no_node_of_the_fleet_is_refused(
+    selector: dict[str, Any], base: dict[str, str], says: str
+) -> None:
+    with pytest.raises(PlacementError, match=rf"overrides\[0\].nodeSelector {says}"):
+        envelope_groups(envelope((selector, 900)), base)
+
+
+def test_an_override_narrowing_the_fleets_selector_is_fine() -> None:
+    groups = envelope_groups(envelope(({"matchLabels": {"gpu": "true", "type": "dgx"}}, 900)), {"gpu": "true"})
+    assert [g.watts for g in groups] == [None, 900]
 
 
 def test_duplicate_selectors_are_refused_not_silently_dropped() -> None:

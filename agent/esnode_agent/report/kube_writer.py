@@ -23,7 +23,7 @@ from esnode_agent.api import (
     NODE_PLURAL,
     VERSION,
 )
-from esnode_agent.report.model import NodeReport
+from esnode_agent.report.model import NodeReport, condition_message
 
 NODE_CONDITION_TYPE = "EsnodePowerEnvelopeExceeded"
 HTTP_NOT_FOUND = 404
@@ -56,13 +56,11 @@ class KubeStatusWriter:
 
     def write_node_condition(self, report: NodeReport, transition_time: datetime) -> None:
         """Node-problem-detector style; a strategic merge keys on `type`, leaving kubelet's conditions be."""
-        envelope = f"{report.envelope_watts:g} W" if report.envelope_watts is not None else "no envelope"
-        power = f"{report.node_power_watts:.0f} W" if report.node_power_watts is not None else "unknown power"
         condition = {
             "type": NODE_CONDITION_TYPE,
             "status": "True" if report.exceeded else "False",
             "reason": "PowerAboveEnvelope" if report.exceeded else "PowerWithinEnvelope",
-            "message": f"node power {power} against {envelope} (fleet {report.fleet})",
+            "message": condition_message(report, self._namespace),
             "lastHeartbeatTime": _timestamp(datetime.now(UTC)),
             "lastTransitionTime": _timestamp(transition_time),
         }

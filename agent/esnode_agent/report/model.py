@@ -144,3 +144,11 @@ def build_report(snapshot: Snapshot, node_name: str, fleet: str, heartbeat_secon
         last_report_time=datetime.fromtimestamp(snapshot.timestamp_seconds, UTC).replace(microsecond=0),
         heartbeat_seconds=heartbeat_seconds,
     )
+
+
+def condition_message(report: NodeReport, namespace: str) -> str:
+    """The Node condition's message; it names the fleet as namespace/name, which the operator
+    matches to take the condition away when the node leaves the fleet or the fleet goes."""
+    envelope = f"{report.envelope_watts:g} W" if report.envelope_watts is not None else "no envelope"
+    power = f"{report.node_power_watts:.0f} W" if report.node_power_watts is not None else "unknown power"
+    return f"node power {power} against {envelope} (fleet {namespace}/{report.fleet})"

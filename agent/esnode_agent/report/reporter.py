@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from esnode_agent.cycle.snapshot import Snapshot
-from esnode_agent.report.model import NodeReport, build_report
+from esnode_agent.report.model import NodeReport, build_report, condition_message
 from esnode_agent.report.policy import ReportPolicy
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ class ReportTarget:
     node_name: str
     fleet: str
     node_condition: bool
+    namespace: str = ""  # the fleet's, named in the condition's message
 
 
 class Reporter:
@@ -53,6 +54,7 @@ class Reporter:
         self._last: NodeReport | None = None
         self._last_written_seconds: float | None = None
         self._condition_exceeded: bool | None = None
+        self._condition_message = ""
         self._condition_since = datetime.now(UTC)
         self._failures = 0
         self._retry_at_seconds = 0.0
@@ -92,8 +94,11 @@ class Reporter:
         if self._on_envelope is not None:
             self._on_envelope(envelope_watts)
         log.debug("node report written", extra={"reason": reason})
-        if self._target.node_condition and report.exceeded != self._condition_exceeded:
-            await self._write_condition(report)
+        message = condition_message(report, self._target.namespace)
+        if self._target.node_condition and (
+            report.exceeded != self._condition_exceeded or message != self._condition_message
+        ):
+            await self._write_condition(report, message)
 
     def _back_off(self, now: float, exc: Exception) -> None:
         self._failures += 1
@@ -108,12 +113,15 @@ class Reporter:
             },
         )
 
-    async def _write_condition(self, report: NodeReport) -> None:
-        """The Node condition on a flip (and once at start); a failure is retried with the next report."""
-        since = self._condition_since if self._condition_exceeded is None else datetime.now(UTC)
+    async def _write_condition(self, report: NodeReport, message: str) -> None:
+        """The Node condition at start and whenever its message changes (power, envelope, state), with
+        each written report; lastTransitionTime moves only on a flip. A failure is retried with the next."""
+        flipped = self._condition_exceeded is not None and report.exceeded != self._condition_exceeded
+        since = datetime.now(UTC) if flipped else self._condition_since
         try:
             await asyncio.to_thread(self._writer.write_node_condition, report, since)
         except Exception as exc:  # e.g. the fleet's nodeCondition is off: no right to patch nodes/status
             log.warning("node condition not set", extra={"error": str(exc).splitlines()[0]})
             return
         self._condition_exceeded, self._condition_since = report.exceeded, since
+        self._condition_message = message

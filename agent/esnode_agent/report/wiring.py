@@ -68,6 +68,6 @@ def build_reporter(
         config.report_heartbeat_seconds, config.report_power_step_watts, config.report_min_interval_seconds
     )
     log.info("node report on", extra={"node": node_name, "fleet": config.fleet, "namespace": namespace})
-    target = ReportTarget(node_name, config.fleet, config.node_condition)
+    target = ReportTarget(node_name, config.fleet, config.node_condition, namespace)
     return Reporter(writer, policy, target, on_envelope)
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+from pydantic_settings import EnvSettingsSource, SettingsError
+
 from esnode_agent.config.model import AgentConfig
+from esnode_agent.config.sources import ENV_PREFIX
 from esnode_operator.api.models import FleetSpec
 from esnode_operator.children.toml_text import Scalar, dumps_flat
 
@@ -69,3 +74,42 @@ def render_config_toml(spec: FleetSpec, source: str) -> str:
     values: dict[str, Scalar] = build_agent_config(spec).model_dump(mode="json", include=set(decided))
     header = f"Rendered by esnode-operator from EsnodeFleet {source}; edits here are overwritten."
     return dumps_flat(values, header=header)
+
+
+class AgentEnvError(ValueError):
+    """spec.env sets an agent key (ESNODE_<KEY>) to a value the agent refuses: it would exit 2."""
+
+
+class _SpecEnv(EnvSettingsSource):
+    """The agent's own env layer (config/sources.py), reading the fleet's spec.env, not os.environ."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._spec_env = {name.lower(): value for name, value in env.items()}
+        super().__init__(AgentConfig, env_prefix=ENV_PREFIX, case_sensitive=False)  # type: ignore[arg-type]
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._spec_env
+
+
+def check_agent_env(spec: FleetSpec) -> None:
+    """Validate the rendered settings with spec.env's ESNODE_* values over them, as the agent will.
+
+    Only literal values: a valueFrom is read on the node. Raises AgentEnvError naming the variable.
+    """
+    env = {e.name: e.value for e in spec.env if e.value is not None and e.name.upper().startswith(ENV_PREFIX)}
+    if not env:
+        return
+    try:
+        overrides = _SpecEnv(env)()
+    except SettingsError as exc:  # a list or table key whose value is not JSON
+        raise AgentEnvError(f"spec.env: {exc}; the agent would exit 2 on it") from None
+    try:
+        AgentConfig.model_validate({**agent_settings(spec), **overrides})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else ""
+        name = next((n for n in env if n.upper() == f"{ENV_PREFIX}{key.upper()}"), "")
+        shown = [name] if name else sorted(env)  # a rule across keys: every variable is a suspect
+        what = "spec.env " + ", ".join(f"{n}={env[n]!r}" for n in shown)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise AgentEnvError(f"{what}: {message}; the agent would exit 2 on it") from None

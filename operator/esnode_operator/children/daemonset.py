@@ -36,7 +36,7 @@ _HOST_MOUNTS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
 
 def build_daemonsets(fleet: Fleet, config_hash: str) -> list[dict[str, Any]]:
     """One DaemonSet per envelope group; raises PlacementError when the overrides cannot be placed."""
-    return [_daemonset(fleet, group, config_hash) for group in envelope_groups(fleet.spec.power_envelope)]
+    return [_daemonset(fleet, group, config_hash) for group in envelope_groups(fleet.spec.power_envelope, fleet.spec.node_selector)]
 
 
 def _daemonset(fleet: Fleet, group: EnvelopeGroup, config_hash: str) -> dict[str, Any]:

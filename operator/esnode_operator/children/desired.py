@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from esnode_operator.api.fleet import Fleet
+from esnode_operator.children.agent_config import check_agent_env
 from esnode_operator.children.agent_rbac import build_agent_role, build_agent_rolebinding
 from esnode_operator.children.configmap import build_configmap, config_hash
 from esnode_operator.children.daemonset import build_daemonsets
@@ -38,7 +39,9 @@ class Children:
 
 
 def desired_children(fleet: Fleet) -> Children:
-    """Raises PlacementError when the envelope overrides cannot be placed."""
+    """Raises PlacementError when the envelope overrides cannot be placed, AgentEnvError when spec.env
+    sets an agent key to a value the agent refuses."""
+    check_agent_env(fleet.spec)
     configmap = build_configmap(fleet)
     return Children(
         configmap=configmap,

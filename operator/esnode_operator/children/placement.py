@@ -82,17 +82,58 @@ def group_id(selector: NodeLabelSelector) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:6]
 
 
-def envelope_groups(envelope: PowerEnvelope) -> list[EnvelopeGroup]:
-    """The default group first, then one per override that can still match a node."""
+def satisfiable(term: Term) -> bool:
+    """Whether some node's labels can meet every requirement of the term (each key on its own)."""
+    keys = {requirement["key"] for requirement in term}
+    for key in keys:
+        allowed: set[str] | None = None  # None: any value
+        present = absent = False
+        excluded: set[str] = set()
+        for requirement in (r for r in term if r["key"] == key):
+            operator, values = requirement["operator"], set(requirement.get("values", []))
+            if operator == "In":
+                allowed = values if allowed is None else allowed & values
+            elif operator == "NotIn":
+                excluded |= values
+            elif operator == "Exists":
+                present = True
+            else:  # DoesNotExist
+                absent = True
+        if absent and (present or allowed is not None):
+            return False
+        if allowed is not None and not allowed - excluded:
+            return False
+    return True
+
+
+def _never_matches(index: int, own: Term, base: Term, remaining: tuple[Term, ...]) -> str | None:
+    where = f"spec.powerEnvelope.overrides[{index}].nodeSelector"
+    if not satisfiable(own):
+        return f"{where} contradicts itself: no node can carry labels that meet all of it"
+    if not satisfiable(own + base):
+        return f"{where} contradicts spec.nodeSelector: no node of this fleet can match it"
+    if not _and(remaining, (own,)):
+        return f"{where} selects only nodes that earlier overrides take (first match wins): it would never apply"
+    return None
+
+
+def envelope_groups(envelope: PowerEnvelope, node_selector: dict[str, str] | None = None) -> list[EnvelopeGroup]:
+    """The default group first, then one per override; raises PlacementError for an override that
+    could never apply (it contradicts itself or the fleet's nodeSelector, or earlier overrides take
+    all its nodes), rather than leaving it silently without a DaemonSet."""
     if not envelope.overrides:
         return [EnvelopeGroup(DEFAULT_ENVELOPE_GROUP, None, None)]
+    base = tuple({"key": k, "operator": "In", "values": [v]} for k, v in sorted((node_selector or {}).items()))
     groups: list[EnvelopeGroup] = []
     remaining: tuple[Term, ...] = ((),)  # nodes no earlier override took: initially all
-    for override in envelope.overrides:
+    for index, override in enumerate(envelope.overrides):
         own = selector_requirements(override.node_selector)
+        problem = _never_matches(index, own, base, remaining)
+        if problem is not None:
+            raise PlacementError(problem)
         terms = _and(remaining, (own,))
         gid = group_id(override.node_selector)
-        if terms and all(group.group_id != gid for group in groups):
+        if all(group.group_id != gid for group in groups):
             groups.append(EnvelopeGroup(gid, override.watts, _bounded(terms)))
         remaining = _bounded(_and(remaining, _not(own)))
     default = [EnvelopeGroup(DEFAULT_ENVELOPE_GROUP, None, remaining)] if remaining else []

@@ -23,11 +23,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from esnode_operator.api.fleet import Fleet
+from esnode_operator.children.agent_config import AgentEnvError
 from esnode_operator.children.desired import Children, desired_children
 from esnode_operator.children.placement import PlacementError
 from esnode_operator.children.servicemonitor import SERVICEMONITOR_API_VERSION
 from esnode_operator.conditions import utc_now
-from esnode_operator.kube import Kube, KubeError
+from esnode_operator.kube import Kube, KubeError, object_path
 from esnode_operator.metrics import OperatorMetrics
 from esnode_operator.names import API_VERSION, KIND, child_name, fleet_selector
 from esnode_operator.reconcile.fleet_status import (
@@ -45,6 +46,8 @@ from esnode_operator.reconcile.fleet_status import (
     pod_problems,
     status_differs,
 )
+from esnode_operator.reconcile.foreign_fields import additions, adoption_patch, describe
+from esnode_operator.reconcile.node_conditions import NodeConditions, selects
 from esnode_operator.reconcile.node_status_access import NodeStatusAccess
 from esnode_operator.reconcile.report_handover import ReportHandover
 
@@ -60,6 +63,7 @@ class Outcome:
     status: dict[str, Any]
     patched: bool
     problems: tuple[Problem, ...]
+    reverted: tuple[str, ...] = ()  # others' additions to children, removed in this pass
 
     @property
     def retry(self) -> bool:
@@ -97,6 +101,7 @@ class Reconciler:
         self._metrics = metrics
         self._node_status = node_status or NodeStatusAccess(kube)
         self._handover = ReportHandover(kube)
+        self._node_conditions = NodeConditions(kube)
         self._clock = clock
         self._guard = threading.Lock()
         self._locks: dict[FleetKey, threading.Lock] = {}
@@ -134,6 +139,7 @@ class Reconciler:
 
     def release(self, namespace: str, name: str) -> None:
         """A fleet is being deleted: take back what its children cannot take with them."""
+        self._node_conditions.withdraw(namespace, name, keep=lambda _node: False)
         self._node_status.grant(namespace, name, granted=False)
         self.forget((namespace, name))
 
@@ -156,8 +162,9 @@ class Reconciler:
             return None  # the garbage collector is taking the children; re-applying would fight it
         generation = int(metadata.get("generation") or 0)
         cached = self._findings.get(key)
+        reverted: list[str] = []
         if full or cached is None or cached[0] != generation:
-            findings = self._apply_phase(body)
+            findings = self._apply_phase(body, reverted)
             self._findings[key] = (generation, findings)
         else:
             findings = cached[1]
@@ -170,6 +177,8 @@ class Reconciler:
             self._handover.release_unselected(
                 key[0], key[1], (body.get("spec") or {}).get("nodeSelector") or {}
             )
+        if full or moved:
+            self._withdraw_node_conditions(body)
         status = build_status(generation, observation, problems, previous, self._clock())
         patched = status_differs(previous, status)
         if patched:
@@ -179,11 +188,19 @@ class Reconciler:
                 "fleet status changed",
                 extra={"fleet": f"{key[0]}/{key[1]}", "state": status["state"], "ready": status["readyText"]},
             )
-        return Outcome(body, status, patched, problems)
+        return Outcome(body, status, patched, problems, tuple(reverted))
+
+    def _withdraw_node_conditions(self, body: Mapping[str, Any]) -> None:
+        """Nodes that left the fleet's nodeSelector (or a fleet that stopped setting the condition)."""
+        spec = body.get("spec") or {}
+        selector = spec.get("nodeSelector") or {}
+        covered = selects(selector if isinstance(selector, dict) else {})
+        keep = covered if spec.get("nodeCondition") else (lambda _node: False)
+        self._node_conditions.withdraw(body["metadata"]["namespace"], body["metadata"]["name"], keep)
 
     # ------------------------------------------------------------------------------- apply
 
-    def _apply_phase(self, body: Mapping[str, Any]) -> tuple[Problem, ...]:
+    def _apply_phase(self, body: Mapping[str, Any], reverted: list[str]) -> tuple[Problem, ...]:
         try:
             fleet = Fleet.from_body(body)
         except ValidationError as exc:
@@ -193,11 +210,11 @@ class Reconciler:
             return (conflict,)
         try:
             children = desired_children(fleet)
-        except PlacementError as exc:
+        except (PlacementError, AgentEnvError) as exc:
             return (Problem(INVALID_SPEC, str(exc), holds=True),)
         except ValidationError as exc:  # the agent's own config model refused the rendering
             return (Problem(INVALID_SPEC, "agent config: " + describe_validation(exc, "agent"), holds=True),)
-        problems = self._apply(fleet, children)
+        problems = self._apply(fleet, children, reverted)
         if any(p.holds for p in problems):
             return problems
         access = self._node_status.grant(fleet.namespace, fleet.name, fleet.spec.node_condition)
@@ -231,7 +248,7 @@ class Reconciler:
                 )
         return None
 
-    def _apply(self, fleet: Fleet, children: Children) -> tuple[Problem, ...]:
+    def _apply(self, fleet: Fleet, children: Children, reverted: list[str]) -> tuple[Problem, ...]:
         monitor = children.servicemonitor
         monitor_missing = False
         refused: list[str] = []
@@ -252,10 +269,13 @@ class Reconciler:
             return (Problem(APPLY_REJECTED, message, holds=True),)
         for obj in [*children.core, *([monitor] if monitor and not monitor_missing else [])]:
             try:
-                self._kube.apply(obj)
+                live = self._kube.apply(obj)
+                edit = self._take_back(fleet, obj, live)
             except KubeError as exc:
                 return (_apply_failed(obj, exc, "apply"),)
             self._metrics.applies.labels(kind=obj["kind"]).inc()
+            if edit:
+                reverted.append(edit)
         self._prune(fleet, children)
         if monitor_missing:
             return (
@@ -267,6 +287,29 @@ class Reconciler:
                 ),
             )
         return ()
+
+    def _take_back(self, fleet: Fleet, obj: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
+        """Remove what others added to a child (foreign_fields.py); what was removed, if anything."""
+        patch = adoption_patch(live)
+        if patch is None:
+            return None
+        managers, paths = additions(live)
+        try:
+            self._kube.request("PATCH", object_path(obj), body=patch, content_type="application/merge-patch+json")
+        except KubeError as exc:
+            if exc.status == 409:  # written meanwhile: that write's event starts a new pass
+                return None
+            raise
+        self._kube.apply(obj)
+        if not paths:  # others only co-owned the operator's own values
+            return None
+        edit = describe(obj["kind"], obj["metadata"]["name"], managers, paths)
+        log.info(
+            "reverted an edit of a child",
+            extra={"fleet": fleet.ref, "kind": obj["kind"], "child": obj["metadata"]["name"],
+                   "managers": ",".join(managers), "fields": ",".join(paths[:20])},
+        )  # fmt: skip
+        return edit
 
     def _prune(self, fleet: Fleet, children: Children) -> None:
         """Delete what the fleet owns but no longer wants: DaemonSets of old envelope groups, a monitor."""
