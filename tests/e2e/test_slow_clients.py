@@ -140,7 +140,7 @@ def test_slowloris_connections_are_closed_and_probes_answered(tmp_path: Path) ->
     assert "request not received in time" in log
 
 
-def test_open_connections_are_capped_and_probes_still_get_in(tmp_path: Path) -> None:
+def test_open_connections_are_capped_and_probes_and_streams_stay(tmp_path: Path) -> None:
     cap = 100
     flags = (
         "--scrape-interval",
@@ -154,9 +154,14 @@ def test_open_connections_are_capped_and_probes_still_get_in(tmp_path: Path) -> 
     with agent(*flags, log_path=tmp_path / "agent.log") as url:
         process = _agent_process(url)
         baseline_fds = process.num_fds()
-        with ExitStack() as stack, _probing(url):
+        with ExitStack() as stack, _probing(url), httpx.stream("GET", f"{url}/events", timeout=10) as events:
+            lines = events.iter_lines()
+            assert next(line for line in lines if line.startswith("data:"))
             for conn in _open(url, SLOW_CLIENTS):  # idle: connected, nothing sent
                 stack.callback(conn.close)
             time.sleep(2.0)
-            # The listener, the probe's connection and the cap's worth of idle ones.
-            assert process.num_fds() <= baseline_fds + cap + 2
+            # The listener, the probe's and the stream's connections, and the cap's worth of idle ones.
+            assert process.num_fds() <= baseline_fds + cap + 3
+            # Being answered, the stream is never the one closed to make room.
+            assert next(line for line in lines if line.startswith("data:"))
+    assert "too many open connections" in (tmp_path / "agent.log").read_text()
