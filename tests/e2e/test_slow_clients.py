@@ -140,6 +140,35 @@ def test_slowloris_connections_are_closed_and_probes_answered(tmp_path: Path) ->
     assert "request not received in time" in log
 
 
+def _get(conn: socket.socket) -> bytes:
+    """One keep-alive exchange: the whole response, read by its Content-Length."""
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += conn.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length")
+    )
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head
+
+
+def test_a_silent_new_connection_is_closed_a_quiet_keep_alive_one_is_not(tmp_path: Path) -> None:
+    """The deadline runs from the connect and while a request arrives, not while a kept-alive
+    connection is silent between requests (uvicorn's 30 s keep-alive timeout bounds that)."""
+    flags = ("--no-enable-gpu", "--http-header-timeout-seconds", "1")
+    with agent(*flags, log_path=tmp_path / "agent.log") as url:
+        kept, silent = _open(url, 2)
+        with kept, silent:
+            assert _get(kept).startswith(b"HTTP/1.1 200")
+            time.sleep(2.5)
+            assert _is_closed_by_peer(silent)
+            kept.setblocking(True)
+            assert _get(kept).startswith(b"HTTP/1.1 200")
+
+
 def test_open_connections_are_capped_and_probes_and_streams_stay(tmp_path: Path) -> None:
     cap = 100
     flags = (
