@@ -7,13 +7,16 @@ import logging
 import sys
 from typing import Any
 
+from esnode_agent.log_rate_limit import RateLimitFilter
+
 # Attributes every LogRecord has; anything else came in through `extra=` and is a field.
 # uvicorn adds `color_message`, a terminal-coloured copy of the message.
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
+    # A leading underscore marks bookkeeping of our own (log_rate_limit.py), not a field.
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
 
 
 def _logfmt_value(value: Any) -> str:
@@ -55,6 +58,7 @@ class JsonFormatter(_StructuredFormatter):
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RateLimitFilter(handler.handle))  # one bad request a line would flood the log
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

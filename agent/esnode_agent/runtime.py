@@ -28,6 +28,7 @@ from esnode_agent.report.fleet_envelope import follow_fleet_envelope
 from esnode_agent.report.reporter import Reporter
 from esnode_agent.report.wiring import api_client, build_reporter
 from esnode_agent.serve.app import create_app
+from esnode_agent.serve.connection_limits import bounded_h11_protocol
 from esnode_agent.serve.kube_auth import kube_auth_guard
 from esnode_agent.serve.publication import Latest
 from esnode_agent.serve.web_config import WebConfigWatcher
@@ -40,8 +41,6 @@ STALL_INTERVALS = 3
 # A request's line and headers larger than this are refused (h11 answers 431 and closes): a scraper
 # sends well under 1 KiB, and an unbounded header once grew the agent by 100 MiB per request.
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
-# Connections and requests in flight beyond this get 503 before any work is done.
-MAX_CONCURRENCY = 512
 
 
 class _QuietServer(uvicorn.Server):
@@ -161,9 +160,10 @@ async def serve(config: AgentConfig, sock: socket.socket, web: WebConfigWatcher 
         app = WebGuard(app, web)
     server_config = uvicorn.Config(
         app,
-        http="h11",  # the limits below are h11's; httptools, when installed, would not apply them
+        # h11 (not httptools, when installed): the head-size limit is h11's. No limit_concurrency:
+        # it counts idle connections and then answers probes 503; the connection cap replaces it.
+        http=bounded_h11_protocol(config.http_header_timeout_seconds, config.http_max_connections),
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
-        limit_concurrency=MAX_CONCURRENCY,
         log_config=None,
         access_log=False,
         lifespan="off",

@@ -35,3 +35,19 @@ def test_an_oversized_header_is_refused_and_others_are_still_served(tmp_path: Pa
         assert b"esnode_" not in answer  # never served
         assert answer == b"" or answer.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400"))
         assert httpx.get(f"{url}/metrics", timeout=5).status_code == 200
+
+
+def test_a_flood_of_bad_requests_costs_a_few_log_lines(tmp_path: Path) -> None:
+    log_path = tmp_path / "agent.log"
+    with agent("--scrape-interval", "1", "--no-enable-gpu", log_path=log_path) as url:
+        before = len(log_path.read_text().splitlines())
+        for _ in range(1000):
+            answer = _raw_exchange(url, b"NOT HTTP AT ALL\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 400")
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        flood = log_path.read_text().splitlines()[before:]
+    invalid = [line for line in flood if "Invalid HTTP request received" in line]
+    # The burst of five, then one line saying the rest are suppressed.
+    assert len(invalid) == 6, flood
+    assert 'msg="suppressing similar records"' in invalid[-1]
+    assert len(flood) <= 10, flood

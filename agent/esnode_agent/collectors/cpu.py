@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from esnode_agent.collectors.procfs import read_optional, read_text
+from esnode_agent.collectors.procfs import parse_count, read_optional, read_text
 from esnode_agent.cycle.collector import STAGE_READ
 from esnode_agent.cycle.samples import SampleSink, counter, gauge
 
@@ -53,7 +54,7 @@ def parse_stat(text: str) -> dict[str, CpuTimes]:
             continue  # the aggregate line, or the rest of the file (intr, ctxt, ...)
         name, *fields = line.split()
         if len(fields) >= len(MODES):  # kernels since 2.6.11 have all eight
-            times[name[3:]] = CpuTimes(tuple(int(f) for f in fields[: len(MODES)]))
+            times[name[3:]] = CpuTimes(tuple(parse_count(f) for f in fields[: len(MODES)]))
     return times
 
 
@@ -68,6 +69,8 @@ def usage_percent(previous: CpuTimes, current: CpuTimes) -> float | None:
 
 def parse_loadavg(text: str) -> tuple[float, float, float]:
     one, five, fifteen = (float(v) for v in text.split()[:3])
+    if not all(0 <= v < math.inf for v in (one, five, fifteen)):  # float() takes nan, inf and signs
+        raise ValueError(f"not load averages: {text[:64]!r}")
     return one, five, fifteen
 
 

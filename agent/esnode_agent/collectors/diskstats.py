@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from esnode_agent.collectors.procfs import read_text
+from esnode_agent.collectors.procfs import parse_count, read_text
 from esnode_agent.cycle.collector import STAGE_READ
 from esnode_agent.cycle.samples import SampleSink, counter
 
@@ -52,7 +52,7 @@ def parse_diskstats(text: str) -> list[DiskStats]:
         if len(fields) < 14:  # major minor name + the eleven counters every kernel since 2.6 has
             continue
         reads, _, read_sectors, read_ms, writes, _, written_sectors, write_ms, _, io_ms = (
-            int(f) for f in fields[3:13]
+            parse_count(f) for f in fields[3:13]
         )
         stats.append(
             DiskStats(fields[2], reads, read_sectors, read_ms, writes, written_sectors, write_ms, io_ms)

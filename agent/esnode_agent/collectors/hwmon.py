@@ -119,7 +119,7 @@ def _read_micros(file: Path) -> float | None:
     """A sensor value in base units; None when the driver refuses the read (ENODATA, EIO, EACCES)."""
     try:
         return int(file.read_text().strip()) / MICROS_PER_UNIT
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, OverflowError) as exc:  # OverflowError: too many digits for a float
         log.debug("hwmon sensor unreadable", extra={"file": str(file), "error": str(exc)})
         return None
 

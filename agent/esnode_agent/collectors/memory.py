@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from esnode_agent.collectors.procfs import read_optional, read_text
+from esnode_agent.collectors.procfs import parse_count, read_optional, read_text
 from esnode_agent.cycle.collector import STAGE_READ, NoDataError
 from esnode_agent.cycle.samples import SampleSink, counter, gauge
 
@@ -45,7 +45,7 @@ def parse_swap_pages(text: str) -> dict[str, int]:
         start = text.find(f"\n{key} ")
         if start >= 0:
             end = text.find("\n", start + 1)
-            pages[key] = int(text[start + len(key) + 2 : end if end >= 0 else None])
+            pages[key] = parse_count(text[start + len(key) + 2 : end if end >= 0 else None])
     return pages
 
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from esnode_agent.collectors.procfs import host_view, read_first
+from esnode_agent.collectors.procfs import host_view, parse_count, read_first
 from esnode_agent.cycle.collector import STAGE_READ, NoDataError
 from esnode_agent.cycle.samples import SampleSink, counter
 
@@ -52,8 +52,8 @@ def parse_net_dev(text: str) -> list[InterfaceCounters]:
         fields = rest.split()
         if not sep or len(fields) < 16:
             continue
-        rx_bytes, _, rx_errs, rx_drop = (int(f) for f in fields[0:4])
-        tx_bytes, _, tx_errs, tx_drop = (int(f) for f in fields[8:12])
+        rx_bytes, _, rx_errs, rx_drop = (parse_count(f) for f in fields[0:4])
+        tx_bytes, _, tx_errs, tx_drop = (parse_count(f) for f in fields[8:12])
         interfaces.append(
             InterfaceCounters(name.strip(), rx_bytes, rx_errs, rx_drop, tx_bytes, tx_errs, tx_drop)
         )

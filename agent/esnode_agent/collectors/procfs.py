@@ -24,6 +24,14 @@ def read_optional(path: Path) -> str | None:
         return None
 
 
+def parse_count(field: str) -> int:
+    """A kernel counter: digits only. int() would also take a sign, so a corrupt "-1" became a
+    counter that fell."""
+    if not field.isdigit():
+        raise ValueError(f"not a count: {field!r}")
+    return int(field)
+
+
 def host_view(procfs: Path, *relative: str) -> tuple[Path, Path]:
     """PID 1's copy of a per-namespace file, then the agent's own.
 

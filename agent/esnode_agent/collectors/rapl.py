@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from esnode_agent.collectors.procfs import parse_count
 from esnode_agent.cycle.collector import STAGE_READ, NoDataError
 from esnode_agent.cycle.samples import SampleSink, counter, gauge
 
@@ -154,7 +155,7 @@ def _read_text(path: Path) -> str:
 
 
 def _read_int(path: Path) -> int:
-    return int(_read_text(path))
+    return parse_count(_read_text(path))
 
 
 def _no_zones_reason(root: Path) -> str:
@@ -201,6 +202,9 @@ class RaplCollector:
     def _collect_zone(self, zone: RaplZone, sink: SampleSink) -> None:
         raw_uj = _read_int(zone.path / "energy_uj")
         max_uj = _read_int(zone.path / "max_energy_range_uj")
+        # Signs are refused (_read_int): a range of -1 divided by zero, failing every zone, not just this one.
+        if raw_uj > max_uj or max_uj == 0:
+            raise ValueError(f"energy_uj {raw_uj} outside 0..max_energy_range_uj {max_uj}")
         reading = self._counters.update(zone.path, raw_uj, max_uj, sink.now_seconds)
         if zone.kind is ZoneKind.PLATFORM:
             sink.add(PLATFORM_ENERGY, reading.total_joules)

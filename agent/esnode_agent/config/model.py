@@ -171,6 +171,13 @@ class AgentConfig(BaseModel):
     max_event_clients: int = Field(
         64, ge=1, le=10000, description="Concurrent /events (Server-Sent Events) clients; more get 503"
     )
+    # Slow or idle clients cannot hold the server (serve/connection_limits.py).
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="A request (head, any body) must arrive within this, or is closed"
+    )
+    http_max_connections: int = Field(
+        512, ge=2, le=65536, description="Open connections; past it a new one closes the longest-idle one"
+    )
     # Kubernetes-native protection (serve/kube_auth.py): bearer tokens checked with TokenReview and
     # SubjectAccessReview (get on the request path), as kube-rbac-proxy does.
     metrics_auth: Literal["none", "kubernetes"] = Field(
@@ -419,6 +426,16 @@ class AgentConfig(BaseModel):
             raise ValueError(
                 f"collector_timeout_seconds ({self.collector_timeout_seconds}) must not exceed "
                 f"scrape_interval_seconds ({self.scrape_interval_seconds})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _event_clients_within_connections(self) -> AgentConfig:
+        # An event stream is never closed to make room: they alone must not fill every connection.
+        if self.max_event_clients >= self.http_max_connections:
+            raise ValueError(
+                f"max_event_clients ({self.max_event_clients}) must be below "
+                f"http_max_connections ({self.http_max_connections})"
             )
         return self
 
