@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("ESNODE_IMAGES_CACHE", Path.home() / ".cache" / "esnode-images"))
 STORAGE = CACHE / "storage"
-RUNROOT = Path("/run/esnode-images")
+# buildah's run state (mounts, locks): per storage, on /run so that a reboot clears it.
+RUNROOT = Path("/run") / f"esnode-images-{hashlib.sha256(str(CACHE).encode()).hexdigest()[:8]}"
 # The stand-in for python:slim: Debian's python3 (3.11 on bookworm, as the published base), venv support
 # and CA certificates; no docs. Its tag is a hash of this recipe, so a changed recipe makes a new base.
 BASE_SUITE = "bookworm"
