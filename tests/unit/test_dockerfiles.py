@@ -1,4 +1,4 @@
-"""The container images' Dockerfiles, checked as parsed text (no container engine here to build them)."""
+"""The container images' Dockerfiles, checked as parsed text (tests/images builds and runs them)."""
 
 from __future__ import annotations
 
