@@ -178,10 +178,16 @@ async def daemonset_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **
     await _reconcile_owner(memo, body, trigger="daemonset", full=full)
 
 
+# The other children are watched too, so that a hand deletion or edit is undone at once rather
+# than at the next resync (60 s); only others' writes and deletions trigger a pass.
 @kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS)
-async def configmap_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
+@kopf.on.event("", "v1", "serviceaccounts", labels=CHILD_LABELS)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=CHILD_LABELS)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=CHILD_LABELS)
+async def child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED" or (type == "MODIFIED" and edited_by_others(body)):
-        await _reconcile_owner(memo, body, trigger="configmap", full=True)
+        await _reconcile_owner(memo, body, trigger=str(body["kind"]).lower(), full=True)
 
 
 @kopf.index(GROUP, VERSION, NODE_PLURAL)

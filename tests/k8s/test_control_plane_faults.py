@@ -213,7 +213,7 @@ def test_children_deleted_or_edited_by_hand_are_restored(cluster: Cluster) -> No
             cluster,
             f"the deleted {kind} back",
             lambda api=api, kind=kind, name=name: cluster.get(api, kind, name) is not None,
-            timeout=90,
+            timeout=30,  # the operator watches its children: well before the 60 s resync
         )
     name = configmap_name("faults")
     edited = {"data": {"esnode.toml": "scrape_interval_seconds = 999\n"}}
