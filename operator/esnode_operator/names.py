@@ -30,6 +30,9 @@ POWER_FIELD_MANAGER = "esnode-operator-power"
 
 # Fleet names are bounded so that every child name stays a valid DNS label (63 characters).
 MAX_FLEET_NAME_LENGTH = 40
+# A fleet so named would get the operator's own account name (esnode-operator; its uninstall hook's
+# with a suffix) for its agents, which the admission policies trust as the operator.
+RESERVED_FLEET_NAME = "operator"
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"

@@ -385,6 +385,15 @@ def test_long_names_are_rejected(fleet_crd: Env, namespace: str) -> None:
     assert "name must be at most 40 characters" in result.stderr
 
 
+@pytest.mark.parametrize("name", ["operator", "operator-uninstall"])
+def test_names_that_would_take_the_operators_account_are_rejected(
+    fleet_crd: Env, namespace: str, name: str
+) -> None:
+    fleet = {"apiVersion": FLEET_API, "kind": "EsnodeFleet", "metadata": {"name": name}}
+    result = fleet_crd.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(fleet), check=False)
+    assert "are reserved: the agents' account would be named like the operator's" in result.stderr
+
+
 def test_a_selector_matching_no_node_is_a_condition(cluster: Cluster) -> None:
     cluster.apply(
         "nowhere", {"nodeSelector": {"esnode.io/test": "absent"}, "serviceMonitor": {"enabled": False}}

@@ -13,6 +13,7 @@ from esnode_agent.report.model import NodeReport
 from esnode_operator.api.crd import fleet_crd, node_crd, render_crds
 from esnode_operator.api.models import FleetSpec
 from esnode_operator.cli import main
+from esnode_operator.names import FIELD_MANAGER, RESERVED_FLEET_NAME, child_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,3 +159,12 @@ def test_the_node_report_crd_carries_the_agents_report_as_status() -> None:
         "Capping": ("string", ".status.powerCapping"),
         "Last-Seen": ("date", ".status.lastReportTime"),
     }
+
+
+def test_the_reserved_fleet_name_is_the_one_whose_agents_would_take_the_operators_account() -> None:
+    assert child_name(RESERVED_FLEET_NAME) == FIELD_MANAGER  # rbac/operator.yaml's account
+    rules = [
+        v["rule"]
+        for v in fleet_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    ]
+    assert any(f"'{RESERVED_FLEET_NAME}'" in rule for rule in rules)

@@ -21,6 +21,7 @@ from esnode_operator.names import (
     NODE_SHORT_NAMES,
     NODE_SINGULAR,
     PLURAL,
+    RESERVED_FLEET_NAME,
     SHORT_NAMES,
     SINGULAR,
     VERSION,
@@ -95,6 +96,12 @@ def fleet_openapi_schema() -> Schema:
             "rule": f"self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
             "message": "name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a "
             "letter): the fleet's Service is named after it",
+        },
+        {
+            "rule": f"self.metadata.name != '{RESERVED_FLEET_NAME}' && "
+            f"!self.metadata.name.startsWith('{RESERVED_FLEET_NAME}-')",
+            "message": f"names '{RESERVED_FLEET_NAME}' and '{RESERVED_FLEET_NAME}-*' are reserved: the agents' "
+            "account would be named like the operator's",
         },
     ]
     return schema
