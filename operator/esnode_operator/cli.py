@@ -17,6 +17,7 @@ from esnode_operator import (
 from esnode_operator.api.crd import render_crds
 from esnode_operator.context import OperatorOptions
 from esnode_operator.metrics import DEFAULT_METRICS_PORT
+from esnode_operator.reconcile.auth_delegation import DEFAULT_AUTH_DELEGATOR_BINDING
 from esnode_operator.reconcile.node_status_access import DEFAULT_NODE_STATUS_BINDING
 
 PROG = "esnode-operator"
@@ -73,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         f"spec.nodeCondition (default {DEFAULT_NODE_STATUS_BINDING})",
     )
     run.add_argument(
+        "--agent-auth-delegator-binding",
+        metavar="NAME",
+        default=DEFAULT_AUTH_DELEGATOR_BINDING,
+        help="ClusterRoleBinding (rbac/agents.yaml) to system:auth-delegator listing the agents of fleets "
+        f"with spec.metricsAuth kubernetes (default {DEFAULT_AUTH_DELEGATOR_BINDING})",
+    )
+    run.add_argument(
         "-L", "--liveness", metavar="URL", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
     )
     run.add_argument("-v", "--verbose", action="store_true")
@@ -103,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             metrics_address=args.metrics_address,
             node_status_binding=args.agent_node_status_binding,
+            auth_delegator_binding=args.agent_auth_delegator_binding,
         )
     )
     kopf.run(

@@ -10,6 +10,7 @@ from kubernetes import client
 
 from esnode_operator.kube import Kube
 from esnode_operator.metrics import DEFAULT_METRICS_PORT, OperatorMetrics
+from esnode_operator.reconcile.auth_delegation import DEFAULT_AUTH_DELEGATOR_BINDING
 from esnode_operator.reconcile.node_status_access import DEFAULT_NODE_STATUS_BINDING
 from esnode_operator.reconcile.reconciler import Reconciler
 
@@ -21,6 +22,7 @@ class OperatorOptions:
     metrics_port: int = DEFAULT_METRICS_PORT  # 0: no metrics endpoint
     metrics_address: str = "0.0.0.0"
     node_status_binding: str = DEFAULT_NODE_STATUS_BINDING
+    auth_delegator_binding: str = DEFAULT_AUTH_DELEGATOR_BINDING
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ PAIRS: list[tuple[type[BaseModel], str, str]] = [
     (GpuOptions, "pod_resources_socket", "pod_resources_socket"),
     (GpuOptions, "mig", "enable_gpu_mig"),
     (GpuOptions, "dcgm_compat", "gpu_dcgm_compat"),
+    (FleetSpec, "metrics_auth", "metrics_auth"),
 ]
 
 
@@ -84,5 +85,7 @@ def test_every_fleet_setting_the_operator_renders_is_held_here() -> None:
     fixed_by_the_operator.add("gpu_visible_devices")
     # Pod attribution is on in a fleet (there is a kubelet) and off for an agent run by hand.
     fixed_by_the_operator.add("k8s_mode")
+    # With spec.metricsTLS, the web config the operator renders beside esnode.toml.
+    fixed_by_the_operator.add("web_config_file")
     collector_switches = {key for key in rendered if key.startswith("enable_") and key != "enable_gpu_mig"}
     assert rendered - held - fixed_by_the_operator - collector_switches == set()

@@ -6,6 +6,7 @@ from typing import Any
 
 from esnode_agent.config.model import AgentConfig
 from esnode_operator.api.models import FleetSpec
+from esnode_operator.children.agent_web_config import WEB_CONFIG_PATH
 from esnode_operator.children.toml_text import Scalar, dumps_flat
 
 # Where the DaemonSet mounts the host's filesystems (read-only) inside the agent container.
@@ -38,7 +39,10 @@ def agent_settings(spec: FleetSpec) -> dict[str, Any]:
         "report_heartbeat_seconds": spec.report.heartbeat_seconds,
         "report_power_step_watts": spec.report.power_step_watts,
         "node_condition": spec.node_condition,
+        "metrics_auth": spec.metrics_auth,
     }
+    if spec.metrics_tls is not None:
+        settings["web_config_file"] = WEB_CONFIG_PATH
     if spec.agent.collector_timeout_seconds is not None:
         settings["collector_timeout_seconds"] = spec.agent.collector_timeout_seconds
     if spec.power_envelope.default_watts is not None:

@@ -5,7 +5,8 @@ pass checks the spec and node conflicts, dry-runs every child and applies them o
 apiserver accepts all of them (nothing half-applied), prunes DaemonSets of envelope groups that
 no longer exist, then observes. A held fleet keeps the children it had: nothing that was working
 is deleted because of a bad update. A full pass also lists (or unlists) the fleet's agents in the
-shared node-status binding (node_status_access.py). An observe-only pass (a DaemonSet's status moved) reuses the
+shared node-status binding (node_status_access.py), and those of fleets with metricsAuth in the
+auth-delegator binding (auth_delegation.py). An observe-only pass (a DaemonSet's status moved) reuses the
 last full pass's findings for the same generation.
 """
 
@@ -28,6 +29,7 @@ from esnode_operator.conditions import utc_now
 from esnode_operator.kube import Kube, KubeError
 from esnode_operator.metrics import OperatorMetrics
 from esnode_operator.names import API_VERSION, KIND, child_name, fleet_selector
+from esnode_operator.reconcile.auth_delegation import AuthDelegation
 from esnode_operator.reconcile.fleet_status import (
     APPLY_FAILED,
     APPLY_REJECTED,
@@ -89,10 +91,12 @@ class Reconciler:
         metrics: OperatorMetrics,
         clock: Callable[[], str] = utc_now,
         node_status: NodeStatusAccess | None = None,
+        auth_delegation: AuthDelegation | None = None,
     ) -> None:
         self._kube = kube
         self._metrics = metrics
         self._node_status = node_status or NodeStatusAccess(kube)
+        self._auth_delegation = auth_delegation or AuthDelegation(kube)
         self._clock = clock
         self._guard = threading.Lock()
         self._locks: dict[FleetKey, threading.Lock] = {}
@@ -131,6 +135,7 @@ class Reconciler:
     def release(self, namespace: str, name: str) -> None:
         """A fleet is being deleted: take back what its children cannot take with them."""
         self._node_status.grant(namespace, name, granted=False)
+        self._auth_delegation.grant(namespace, name, granted=False)
         self.forget((namespace, name))
 
     def forget(self, key: FleetKey) -> None:
@@ -191,7 +196,10 @@ class Reconciler:
         if any(p.holds for p in problems):
             return problems
         access = self._node_status.grant(fleet.namespace, fleet.name, fleet.spec.node_condition)
-        return (*problems, access) if access else problems
+        reviews = self._auth_delegation.grant(
+            fleet.namespace, fleet.name, fleet.spec.metrics_auth == "kubernetes"
+        )
+        return (*problems, *(p for p in (access, reviews) if p))
 
     def _node_conflict(self, fleet: Fleet) -> Problem | None:
         """Nodes an older fleet in the namespace also selects (judged by nodeSelector)."""
