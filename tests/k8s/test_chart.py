@@ -182,7 +182,7 @@ def test_cluster_roles_have_the_operators_rules_and_bind_its_account(helm_binary
     docs = [
         d
         for d in render(helm_binary)
-        if d["metadata"]["labels"].get("app.kubernetes.io/component") != "agent"
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") not in ("agent", "metrics-reader")
     ]
     assert rbac_rules_from(docs) == expected
     (account,) = of_kind(docs, "ServiceAccount")
@@ -209,17 +209,44 @@ def test_agents_objects_are_renamed_per_release_and_the_operator_is_told_the_bin
         (d["kind"], d["metadata"]["name"].replace("esnode-agent-", "gpu-agent-")) for d in shipped
     ]
     by_kind = {d["kind"]: d for d in docs}
-    binding = by_kind["ClusterRoleBinding"]
-    assert binding["roleRef"]["name"] == by_kind["ClusterRole"]["metadata"]["name"]
-    assert "subjects" not in binding  # the operator's to fill; an upgrade must not reset them
+    bindings = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRoleBinding"}
+    node_status, delegator = bindings["gpu-agent-node-status"], bindings["gpu-agent-auth-delegator"]
+    assert node_status["roleRef"]["name"] == by_kind["ClusterRole"]["metadata"]["name"]
+    assert delegator["roleRef"]["name"] == "system:auth-delegator"  # built in: not renamed
+    # the operator's to fill; an upgrade must not reset them
+    assert "subjects" not in node_status and "subjects" not in delegator
     assert by_kind["ValidatingAdmissionPolicyBinding"]["spec"]["policyName"] == "gpu-agent-own-node"
     operator_docs = render(helm_binary, "--set", "fullnameOverride=gpu")
-    assert (
-        f"--agent-node-status-binding={binding['metadata']['name']}"
-        in operator_container(operator_docs)["args"]
-    )
+    args = operator_container(operator_docs)["args"]
+    assert "--agent-node-status-binding=gpu-agent-node-status" in args
+    assert "--agent-auth-delegator-binding=gpu-agent-auth-delegator" in args
     names = {n for rule in rbac_rules_from(operator_docs) for n in rule.get("resourceNames", [])}
-    assert names == {binding["metadata"]["name"]}
+    assert names == {"gpu-agent-node-status", "gpu-agent-auth-delegator", "system:auth-delegator"}
+
+
+def test_the_metrics_reader_role_is_shipped_and_bound_to_the_configured_scrapers(helm_binary: Path) -> None:
+    def reader(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+        return [d for d in of_kind(docs, kind) if d["metadata"]["name"] == "gpu-metrics-reader"]
+
+    shipped = [d for d in yaml.safe_load_all((REPO / "rbac" / "prometheus.yaml").read_text()) if d]
+    unbound = render(helm_binary, "--set", "fullnameOverride=gpu")
+    (role,) = reader(unbound, "ClusterRole")
+    assert role["rules"] == of_kind(shipped, "ClusterRole")[0]["rules"]
+    assert role["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    assert reader(unbound, "ClusterRoleBinding") == []  # no scraper named, none bound
+    accounts = [
+        "--set-json",
+        'rbac.metricsReader.serviceAccounts=[{"name": "prometheus-k8s", "namespace": "monitoring"}]',
+    ]
+    (binding,) = reader(render(helm_binary, "--set", "fullnameOverride=gpu", *accounts), "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == "gpu-metrics-reader"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}
+    ]
+    off = render(
+        helm_binary, "--set", "fullnameOverride=gpu", "--set", "rbac.metricsReader.create=false", *accounts
+    )
+    assert reader(off, "ClusterRole") == reader(off, "ClusterRoleBinding") == []
 
 
 def test_monitoring_objects_wait_for_the_prometheus_operator_api(helm_binary: Path) -> None:
