@@ -132,6 +132,8 @@ def test_defaults_render_operator_fleet_rules_and_dashboards(helm_binary: Path) 
     assert kinds == sorted(
         ["ServiceAccount", "Service", "ServiceMonitor", "Deployment"]
         + ["ClusterRole", "ClusterRoleBinding"] * 3  # the operator's two, the agents' node-status one
+        + ["ClusterRoleBinding"]  # the agents' auth-delegator one (to the built-in role)
+        + ["ClusterRole"]  # metrics-reader, for scrapers of fleets with metricsAuth (bound when named)
         + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
         + ["ClusterKopfPeering", "EsnodeFleet", "PrometheusRule"]
         + ["ConfigMap"] * len(list(DASHBOARDS.glob("*.json")))
@@ -293,6 +295,7 @@ def test_namespaced_values_peer_in_each_watched_namespace(helm_binary: Path) -> 
     assert {b["roleRef"]["name"] for b in role_bindings} == {"esnode-operator"}
     assert [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == [
         "esnode-agent-node-status",  # the agents' (its subjects are the operator's to fill)
+        "system:auth-delegator",  # likewise
         "esnode-operator-cluster",
     ]
 
