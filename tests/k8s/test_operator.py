@@ -363,6 +363,11 @@ REJECTED = {
     ),
     "duplicate env": ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "Duplicate value"),
     "quantity in words": ({"resources": {"limits": {"memory": "lots"}}}, "spec.resources.limits.memory"),
+    "scrape token without metricsAuth": (
+        {"serviceMonitor": {"authorization": {"credentials": {"name": "t", "key": "token"}}}},
+        "serviceMonitor.authorization needs metricsAuth kubernetes",
+    ),
+    "metricsTLS without a Secret": ({"metricsTLS": {}}, "spec.metricsTLS.secretName: Required value"),
 }
 
 
