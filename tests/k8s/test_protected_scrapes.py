@@ -38,7 +38,8 @@ TLS_SECRET = "esnode-agent-tls"
 PROMETHEUS_ACCOUNT = "prometheus-k8s"  # kube-prometheus' name
 STRANGER = "stranger"  # an account without the metrics-reader role
 SERVER_NAME = "localhost"  # in tls_material's server certificate
-AUTH_DELEGATOR_BINDING = "esnode-agent-auth-delegator"  # release "esnode" keeps rbac/agents.yaml's names
+# rbac/agents.yaml's esnode-agent-auth-delegator, renamed <fullname>-<namespace>-agent-... (release "esnode")
+AUTH_DELEGATOR_BINDING = f"esnode-{ESNODE_NAMESPACE}-agent-auth-delegator"
 FLEET = "default"
 
 
