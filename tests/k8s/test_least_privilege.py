@@ -432,8 +432,8 @@ def test_two_releases_with_default_values_install_side_by_side(
             for policy in ("own-node", "status-subjects")
         )
     finally:
-        for where in installed_in:
-            testenv.helm("uninstall", "esnode", "-n", where, "--wait", "--timeout=60s", check=False)
+        for where in installed_in:  # no hooks: no process runs behind the uninstall hook's kwok pod here
+            testenv.helm("uninstall", "esnode", "-n", where, "--no-hooks", "--wait", "--timeout=60s")
 
 
 def test_the_operators_node_status_writes_are_held_to_the_esnode_condition(
