@@ -19,6 +19,7 @@ from esnode_operator.api.crd import render_crds
 from esnode_operator.context import OperatorOptions
 from esnode_operator.kube import Kube, new_api_client
 from esnode_operator.metrics import DEFAULT_METRICS_PORT
+from esnode_operator.reconcile.auth_delegation import DEFAULT_AUTH_DELEGATOR_BINDING
 from esnode_operator.reconcile.node_status_access import DEFAULT_NODE_STATUS_BINDING
 from esnode_operator.uninstall import Uninstall
 
@@ -76,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         f"spec.nodeCondition (default {DEFAULT_NODE_STATUS_BINDING})",
     )
     run.add_argument(
+        "--agent-auth-delegator-binding",
+        metavar="NAME",
+        default=DEFAULT_AUTH_DELEGATOR_BINDING,
+        help="ClusterRoleBinding (rbac/agents.yaml) to system:auth-delegator listing the agents of fleets "
+        f"with spec.metricsAuth kubernetes (default {DEFAULT_AUTH_DELEGATOR_BINDING})",
+    )
+    run.add_argument(
         "-L", "--liveness", metavar="URL", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
     )
     run.add_argument("-v", "--verbose", action="store_true")
@@ -116,6 +124,7 @@ def _run(args: argparse.Namespace) -> int:
             metrics_address=args.metrics_address,
             node_status_binding=args.agent_node_status_binding,
             cluster_scanning=any(_is_pattern(namespace) for namespace in args.namespaces),
+            auth_delegator_binding=args.agent_auth_delegator_binding,
         )
     )
     kopf.run(

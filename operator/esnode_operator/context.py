@@ -10,6 +10,7 @@ from kubernetes import client
 
 from esnode_operator.kube import Kube
 from esnode_operator.metrics import DEFAULT_METRICS_PORT, OperatorMetrics
+from esnode_operator.reconcile.auth_delegation import DEFAULT_AUTH_DELEGATOR_BINDING
 from esnode_operator.reconcile.node_status_access import DEFAULT_NODE_STATUS_BINDING
 from esnode_operator.reconcile.reconciler import Reconciler
 
@@ -23,6 +24,7 @@ class OperatorOptions:
     node_status_binding: str = DEFAULT_NODE_STATUS_BINDING
     # kopf's watch of namespaces and CRDs (cluster-scoped reads): needed only for namespace globs.
     cluster_scanning: bool = True
+    auth_delegator_binding: str = DEFAULT_AUTH_DELEGATOR_BINDING
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from esnode_operator.names import (
 )
 from esnode_operator.power.fleet_loop import keep_power_status
 from esnode_operator.power.summary import NodeEntry, node_entry
+from esnode_operator.reconcile.auth_delegation import AuthDelegation
 from esnode_operator.reconcile.node_status_access import NodeStatusAccess
 from esnode_operator.reconcile.reconciler import FleetKey, Outcome, Reconciler
 from esnode_operator.retry import configure_retries, retry_delay_seconds
@@ -67,7 +68,12 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         api_client=api_client,
         kube=kube,
         metrics=metrics,
-        reconciler=Reconciler(kube, metrics, node_status=NodeStatusAccess(kube, options.node_status_binding)),
+        reconciler=Reconciler(
+            kube,
+            metrics,
+            node_status=NodeStatusAccess(kube, options.node_status_binding),
+            auth_delegation=AuthDelegation(kube, options.auth_delegator_binding),
+        ),
         metrics_server=server,
     )
 

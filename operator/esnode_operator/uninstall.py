@@ -1,8 +1,8 @@
 """``esnode-operator uninstall``: delete the fleets the operator serves and wait until they are gone.
 
 Run by the chart's pre-delete hook while the operator still runs: its finalizer releases each
-fleet (the node-status binding's subject, the Node conditions) and the garbage collector takes the
-children. Deleted in the foreground, a fleet goes only after its DaemonSets, their pods, its
+fleet (its subjects in the node-status and auth-delegator bindings, the Node conditions) and the
+garbage collector takes the children. Deleted in the foreground, a fleet goes only after its DaemonSets, their pods, its
 ConfigMap, Service, ServiceAccount, Role, RoleBinding and ServiceMonitor have gone; its EsnodeNodes
 (which do not block their owner) are waited for too. Only then does Helm delete the operator and
 its RBAC, so no privileged DaemonSet is left behind with nobody to remove it. Exit 1 when anything

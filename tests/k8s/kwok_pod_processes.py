@@ -3,7 +3,8 @@
 kwok marks pods Running without running anything. This runner watches the pods of the agent
 DaemonSets and of the chart's operator Deployment and, for each one on a kwok node, starts the
 container's console script (the image's entrypoint) as the kubelet would: the pod's args and env
-(fieldRefs resolved), its ConfigMap volumes written out as files, hostPath volumes mapped to
+(fieldRefs resolved), its ConfigMap, Secret and projected volumes written out as files (and the
+paths in an agent's web config file translated to them), hostPath volumes mapped to
 this machine (the kubelet's directory to the node's own, with its pod-resources server), and a
 token of its ServiceAccount bound to the pod. What a pod's own network namespace would give, a
 process here gets by address: it listens on the pod's IP (loopback, see scripts/testenv) instead
@@ -14,6 +15,7 @@ pod-resources gRPC server that assigns GPUs to the pods on it that request nvidi
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import threading
@@ -268,14 +270,12 @@ class KwokPodProcesses:
             volume = volumes.get(mount.name)
             if volume is None:
                 continue
-            if volume.config_map is not None:
+            sources = _file_sources(volume)
+            if sources:
                 target = root / "volumes" / mount.name
                 target.mkdir(parents=True, exist_ok=True)
-                configmap = self.core.read_namespaced_config_map(
-                    volume.config_map.name, pod.metadata.namespace
-                )
-                for file, text in (configmap.data or {}).items():
-                    (target / file).write_text(text)
+                for kind, name, source in sources:
+                    self._write_source(kind, name, source.items, pod.metadata.namespace, target)
                 mounts[mount.mount_path] = str(target)
             elif volume.host_path is not None:
                 host = volume.host_path.path
@@ -287,6 +287,19 @@ class KwokPodProcesses:
                     Path(host).mkdir(parents=True, exist_ok=True)  # DirectoryOrCreate
                 mounts[mount.mount_path] = host
         return mounts
+
+    def _write_source(self, kind: str, name: str, items: Any, namespace: str, target: Path) -> None:
+        """A ConfigMap's or Secret's keys as files, or only its items, at their paths."""
+        if kind == "ConfigMap":
+            configmap = self.core.read_namespaced_config_map(name, namespace)
+            data = {k: v.encode() for k, v in (configmap.data or {}).items()}
+        else:
+            secret = self.core.read_namespaced_secret(name, namespace)
+            data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        paths = {item.key: item.path for item in items} if items else {k: k for k in data}
+        for key, path in paths.items():
+            (target / path).parent.mkdir(parents=True, exist_ok=True)
+            (target / path).write_bytes(data[key])
 
     def _token(self, pod: Any, root: Path) -> Path:
         """A token of the pod's ServiceAccount bound to the pod, as the kubelet projects it."""
@@ -331,6 +344,22 @@ def _env(pod: Any, container: Any) -> dict[str, str]:
     return env
 
 
+def _file_sources(volume: Any) -> list[tuple[str, str, Any]]:
+    """(kind, name, source) of each ConfigMap and Secret a volume holds as files (none for a hostPath)."""
+    if volume.config_map is not None:
+        return [("ConfigMap", volume.config_map.name, volume.config_map)]
+    if volume.secret is not None:
+        return [("Secret", volume.secret.secret_name, volume.secret)]
+    sources = volume.projected.sources if volume.projected is not None else []
+    return [
+        ("ConfigMap", s.config_map.name, s.config_map)
+        if s.config_map
+        else ("Secret", s.secret.name, s.secret)
+        for s in sources
+        if s.config_map or s.secret
+    ]
+
+
 def _translate(value: str, mounts: dict[str, str]) -> str:
     """A container path as the same file on this machine (the longest mount that holds it)."""
     for mount_path in sorted(mounts, key=len, reverse=True):
@@ -350,4 +379,20 @@ def _agent_overrides(config_file: Path, mounts: dict[str, str], ip: str) -> dict
             overrides[f"ESNODE_{key.upper()}"] = f"{ip}:{value.rsplit(':', 1)[1]}"
         elif value.startswith("/") and _translate(value, mounts) != value:
             overrides[f"ESNODE_{key.upper()}"] = _translate(value, mounts)
+    if "ESNODE_WEB_CONFIG_FILE" in overrides:  # the certificate paths in it are the container's too
+        overrides["ESNODE_WEB_CONFIG_FILE"] = str(
+            _translated_web_config(Path(overrides["ESNODE_WEB_CONFIG_FILE"]), mounts)
+        )
     return overrides
+
+
+def _translated_web_config(path: Path, mounts: dict[str, str]) -> Path:
+    """A copy of the web config beside the pod's volumes, its file paths as this machine's."""
+    config = yaml.safe_load(path.read_text()) or {}
+    tls = config.get("tls_server_config") or {}
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        if key in tls:
+            tls[key] = _translate(tls[key], mounts)
+    copy = path.parent.parent / f"translated-{path.name}"
+    copy.write_text(yaml.safe_dump(config))
+    return copy

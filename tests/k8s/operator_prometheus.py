@@ -6,7 +6,10 @@ is built without Kubernetes service discovery.
 This plays the part of the StatefulSet pod's config-reloader: it reads the operator's Secret
 `prometheus-<name>` (prometheus.yaml.gz) and rule ConfigMaps `prometheus-<name>-rulefiles-N`,
 writes them where the config says (under a temp dir instead of /etc/prometheus), expands
-$(POD_NAME) and $(SHARD) as the reloader does, and reloads Prometheus when they change. The only edit to the
+$(POD_NAME) and $(SHARD) as the reloader does, and reloads Prometheus when they change. It plays
+the kubelet's part too: the TLS assets Secrets (`prometheus-<name>-tls-assets-N`, mounted at
+/etc/prometheus/certs) are written out, and the pod's ServiceAccount token (what `bearerTokenFile`
+names) is a token of the Prometheus' serviceAccountName. Beyond those paths, the only edit to the
 configuration is how Prometheus reaches the apiserver: each kubernetes_sd_configs block gets the
 test kubeconfig (in a pod it would use the in-cluster service address, 10.0.0.1 here).
 Before Prometheus starts, and on every sync, loopback_guard refuses non-loopback addresses.
@@ -33,16 +36,24 @@ from kubernetes.client.exceptions import ApiException
 from loopback_guard import NotLoopbackError, require_loopback
 
 POD_RULES_DIR = "/etc/prometheus/rules/"
+POD_CERTS_DIR = "/etc/prometheus/certs/"
+POD_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+TOKEN_SECONDS = 3600
 SYNC_SECONDS = 0.5
 STARTUP_TIMEOUT_SECONDS = 60.0
 
 
-def rewrite_config(text: str, kubeconfig: Path, rules_dir: Path, pod_name: str) -> str:
+def rewrite_config(
+    text: str, kubeconfig: Path, rules_dir: Path, pod_name: str, pod_files: dict[str, Path] | None = None
+) -> str:
     """The operator's config, with the apiserver reached through `kubeconfig` and rule files local.
 
-    $(VAR)s are expanded as the config-reloader does from its env (one shard: SHARD is 0)."""
+    $(VAR)s are expanded as the config-reloader does from its env (one shard: SHARD is 0);
+    `pod_files` maps pod paths (a folder ends in /) to where they are here."""
     for variable, value in {"POD_NAME": pod_name, "SHARD": "0"}.items():
         text = text.replace(f"$({variable})", value)
+    for pod_path, here in (pod_files or {}).items():
+        text = text.replace(pod_path, f"{here}/" if pod_path.endswith("/") else str(here))
     config = yaml.safe_load(text)
     for scrape in config.get("scrape_configs") or []:
         for sd in scrape.get("kubernetes_sd_configs") or []:
@@ -78,6 +89,8 @@ class OperatorPrometheus:
         self.port = port
         self.config_path = workdir / "prometheus.yaml"
         self.rules_dir = workdir / "rules"
+        self.certs_dir = workdir / "certs"
+        self.token_file = workdir / "serviceaccount-token"
         self.reloads = 0
         self.failure: str | None = None  # why the syncing thread stopped Prometheus
         self._process: subprocess.Popen[bytes] | None = None
@@ -116,7 +129,11 @@ class OperatorPrometheus:
         if generated is None:
             return False
         changed = self._write_rules(self._rule_files())
-        config = rewrite_config(generated, self.kubeconfig, self.rules_dir, f"prometheus-{self.name}-0")
+        changed = self._write_tls_assets() or changed
+        pod_files = {POD_CERTS_DIR: self.certs_dir, POD_TOKEN_FILE: self.token_file}
+        config = rewrite_config(
+            generated, self.kubeconfig, self.rules_dir, f"prometheus-{self.name}-0", pod_files
+        )
         if not self.config_path.exists() or self.config_path.read_text() != config:
             self.config_path.write_text(config)
             changed = True
@@ -134,11 +151,48 @@ class OperatorPrometheus:
             path.write_text(text)
         return True
 
+    def _write_tls_assets(self) -> bool:
+        wanted: dict[str, bytes] = {}
+        for index in range(16):
+            try:
+                secret = self.core.read_namespaced_secret(
+                    f"prometheus-{self.name}-tls-assets-{index}", self.namespace
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    break
+                raise
+            wanted.update({key: base64.b64decode(value) for key, value in (secret.data or {}).items()})
+        present = {p.name: p.read_bytes() for p in self.certs_dir.glob("*")}
+        if wanted == present:
+            return False
+        shutil.rmtree(self.certs_dir, ignore_errors=True)
+        self.certs_dir.mkdir()
+        for name, data in wanted.items():
+            (self.certs_dir / name).write_bytes(data)
+        return True
+
+    def _write_token(self) -> None:
+        """A token of the Prometheus' ServiceAccount, as the kubelet projects it into the pod."""
+        prometheus = client.CustomObjectsApi(self.api_client).get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", self.namespace, "prometheuses", self.name
+        )
+        account = prometheus["spec"].get("serviceAccountName") or "default"  # type: ignore[index]
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=TOKEN_SECONDS)
+        )
+        token = self.core.create_namespaced_service_account_token(
+            account, self.namespace, request
+        ).status.token
+        self.token_file.write_text(token)
+
     # ------------------------------------------------------------------ the server
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.rules_dir.mkdir(exist_ok=True)
+        self.certs_dir.mkdir(exist_ok=True)
+        self._write_token()
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
         while not self.sync():
             if time.monotonic() > deadline:

@@ -144,8 +144,8 @@ def test_defaults_render_operator_fleet_rules_and_dashboards(helm_binary: Path) 
     kinds = sorted(doc["kind"] for doc in docs)
     assert kinds == sorted(
         ["ServiceAccount", "Service", "ServiceMonitor", "Deployment"]
-        + ["ClusterRole"] * 3  # the operator's two, the agents' node-status one
-        + ["ClusterRoleBinding"] * 2
+        + ["ClusterRole"] * 4  # the operator's two, the agents' node-status one, metrics-reader
+        + ["ClusterRoleBinding"] * 3  # the operator's cluster one, the agents' node-status and auth-delegator
         + ["RoleBinding"]  # the operator's rights in its namespace only
         + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 2  # own node; binding subjects
         + ["KopfPeering", "EsnodeFleet", "PrometheusRule"]
@@ -201,7 +201,7 @@ def test_cluster_roles_have_the_operators_rules_and_bind_its_account(helm_binary
     docs = [
         d
         for d in render(helm_binary)
-        if d["metadata"]["labels"].get("app.kubernetes.io/component") != "agent"
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") not in ("agent", "metrics-reader")
     ]
     assert rbac_rules_from(docs) == expected
     (account,) = of_kind(docs, "ServiceAccount")
@@ -226,25 +226,51 @@ def test_agents_objects_are_renamed_per_release_and_the_operator_is_told_the_bin
         for d in render(helm_binary, "--set", "fullnameOverride=gpu")
         if d["metadata"]["labels"].get("app.kubernetes.io/component") == "agent"
     ]
+    prefix = f"gpu-{RELEASE_NAMESPACE}-agent-"
     assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
-        (d["kind"], d["metadata"]["name"].replace("esnode-agent-", f"gpu-{RELEASE_NAMESPACE}-agent-"))
-        for d in shipped
+        (d["kind"], d["metadata"]["name"].replace("esnode-agent-", prefix)) for d in shipped
     )
     by_kind = {d["kind"]: d for d in docs if "subjects" not in d["metadata"]["name"]}
-    binding = by_kind["ClusterRoleBinding"]
-    assert binding["roleRef"]["name"] == by_kind["ClusterRole"]["metadata"]["name"]
-    assert "subjects" not in binding  # the operator's to fill; an upgrade must not reset them
-    assert (
-        by_kind["ValidatingAdmissionPolicyBinding"]["spec"]["policyName"]
-        == f"gpu-{RELEASE_NAMESPACE}-agent-own-node"
-    )
+    bindings = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRoleBinding"}
+    node_status, delegator = bindings[f"{prefix}node-status"], bindings[f"{prefix}auth-delegator"]
+    assert node_status["roleRef"]["name"] == by_kind["ClusterRole"]["metadata"]["name"]
+    assert delegator["roleRef"]["name"] == "system:auth-delegator"  # built in: not renamed
+    # the operator's to fill; an upgrade must not reset them
+    assert "subjects" not in node_status and "subjects" not in delegator
+    assert by_kind["ValidatingAdmissionPolicyBinding"]["spec"]["policyName"] == f"{prefix}own-node"
     operator_docs = render(helm_binary, "--set", "fullnameOverride=gpu")
-    assert (
-        f"--agent-node-status-binding={binding['metadata']['name']}"
-        in operator_container(operator_docs)["args"]
-    )
+    args = operator_container(operator_docs)["args"]
+    assert f"--agent-node-status-binding={prefix}node-status" in args
+    assert f"--agent-auth-delegator-binding={prefix}auth-delegator" in args
     names = {n for rule in rbac_rules_from(operator_docs) for n in rule.get("resourceNames", [])}
-    assert names == {binding["metadata"]["name"]}
+    assert names == {f"{prefix}node-status", f"{prefix}auth-delegator", "system:auth-delegator"}
+
+
+def test_the_metrics_reader_role_is_shipped_and_bound_to_the_configured_scrapers(helm_binary: Path) -> None:
+    name = f"gpu-{RELEASE_NAMESPACE}-metrics-reader"  # cluster-scoped: the release's cluster prefix
+
+    def reader(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+        return [d for d in of_kind(docs, kind) if d["metadata"]["name"] == name]
+
+    shipped = [d for d in yaml.safe_load_all((REPO / "rbac" / "prometheus.yaml").read_text()) if d]
+    unbound = render(helm_binary, "--set", "fullnameOverride=gpu")
+    (role,) = reader(unbound, "ClusterRole")
+    assert role["rules"] == of_kind(shipped, "ClusterRole")[0]["rules"]
+    assert role["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    assert reader(unbound, "ClusterRoleBinding") == []  # no scraper named, none bound
+    accounts = [
+        "--set-json",
+        'rbac.metricsReader.serviceAccounts=[{"name": "prometheus-k8s", "namespace": "monitoring"}]',
+    ]
+    (binding,) = reader(render(helm_binary, "--set", "fullnameOverride=gpu", *accounts), "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == name
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}
+    ]
+    off = render(
+        helm_binary, "--set", "fullnameOverride=gpu", "--set", "rbac.metricsReader.create=false", *accounts
+    )
+    assert reader(off, "ClusterRole") == reader(off, "ClusterRoleBinding") == []
 
 
 def test_monitoring_objects_wait_for_the_prometheus_operator_api(helm_binary: Path) -> None:
@@ -291,6 +317,7 @@ def test_namespaced_values_peer_in_each_watched_namespace(helm_binary: Path) -> 
     assert {b["roleRef"]["name"] for b in role_bindings} == {"esnode-gpu-inference-operator"}
     assert [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == [
         "esnode-gpu-inference-agent-node-status",  # the agents' (its subjects are the operator's to fill)
+        "system:auth-delegator",  # likewise
         "esnode-gpu-inference-operator-cluster",
     ]
 
@@ -320,7 +347,8 @@ def _hooks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("values", "scope", "bindings"),
     [
-        ([], ["--all-namespaces"], [("ClusterRoleBinding", None)]),
+        ([], [f"--namespace={RELEASE_NAMESPACE}"], [("RoleBinding", RELEASE_NAMESPACE)]),
+        (["--set", "operator.clusterWide=true"], ["--all-namespaces"], [("ClusterRoleBinding", None)]),
         (["-f", str(REPO / "tests/fixtures/chart-values/namespaced.yaml")],
          ["--namespace=gpu-inference", "--namespace=gpu-training"],
          [("RoleBinding", "gpu-inference"), ("RoleBinding", "gpu-training")]),

@@ -327,16 +327,18 @@ def test_the_operator_writes_only_in_the_namespaces_it_serves(cluster: Cluster, 
     ]:
         assert can(verb, resource) == "no", (verb, resource)
     assert can("patch", "clusterrolebindings/esnode-agent-node-status") == "yes"
+    assert can("patch", "clusterrolebindings/esnode-agent-auth-delegator") == "yes"
     assert can("patch", "clusterrolebindings/cluster-admin") == "no"
-    # ... and that binding lists agents' accounts only: no other identity gets nodes/status from it.
+    # ... and those bindings list agents' accounts only: no other identity gets nodes/status (or
+    # token reviews) from them.
     operator = tmp_path / "operator.kubeconfig"  # the cluster fixture's token of the operator
     foreign = {"subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "kube-system"}]}
-    granted = as_identity(
-        cluster, operator, "patch", "clusterrolebinding", "esnode-agent-node-status",
-        "--type=merge", "-p", json.dumps(foreign),
-    )  # fmt: skip
-    assert granted.returncode != 0
-    assert "lists only esnode agents' ServiceAccounts" in granted.stderr, granted.stderr
+    for binding in ("esnode-agent-node-status", "esnode-agent-auth-delegator"):
+        granted = as_identity(
+            cluster, operator, "patch", "clusterrolebinding", binding, "--type=merge", "-p", json.dumps(foreign)
+        )
+        assert granted.returncode != 0, binding
+        assert "lists only esnode agents' ServiceAccounts" in granted.stderr, granted.stderr
 
 
 # ------------------------------------------------------------------------------------------- Helm
@@ -354,6 +356,7 @@ def test_the_chart_grants_the_operator_its_namespaces_unless_asked_for_all(helm_
     assert binding["roleRef"]["name"] == "esnode-gpu-inference-operator"
     assert [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == [
         "esnode-gpu-inference-agent-node-status",  # subjects: the operator's to fill
+        "system:auth-delegator",  # likewise
         "esnode-gpu-inference-operator-cluster",
     ]
     assert [(p["metadata"]["name"], p["metadata"]["namespace"]) for p in of_kind(docs, "KopfPeering")] == [
@@ -372,6 +375,7 @@ def test_the_chart_grants_the_operator_its_namespaces_unless_asked_for_all(helm_
         "esnode-gpu-inference-agent-node-status",
         "esnode-gpu-inference-operator",
         "esnode-gpu-inference-operator-cluster",
+        "system:auth-delegator",
     ]
     assert [p["metadata"]["name"] for p in of_kind(wide, "ClusterKopfPeering")] == [
         "esnode-gpu-inference-operator"
@@ -428,8 +432,8 @@ def test_two_releases_with_default_values_install_side_by_side(
             for policy in ("own-node", "status-subjects")
         )
     finally:
-        for where in installed_in:
-            testenv.helm("uninstall", "esnode", "-n", where, "--wait", "--timeout=60s", check=False)
+        for where in installed_in:  # no hooks: no process runs behind the uninstall hook's kwok pod here
+            testenv.helm("uninstall", "esnode", "-n", where, "--no-hooks", "--wait", "--timeout=60s")
 
 
 def test_the_operators_node_status_writes_are_held_to_the_esnode_condition(

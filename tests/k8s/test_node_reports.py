@@ -412,3 +412,25 @@ def test_agent_rights_stay_in_the_namespace_and_node_status_follows_node_conditi
     assert can("patch", "nodes") == "no"  # the status only, not the spec
     apply_fleet(cluster, "rights", nodeCondition=False)
     cluster.wait("nodes/status withdrawn", lambda: can("patch", "nodes", "--subresource=status") == "no")
+
+
+def test_token_review_rights_follow_metrics_auth(cluster: Cluster) -> None:
+    """The operator, with only its own RBAC, lists the agents in the auth-delegator binding and back."""
+    apply_fleet(cluster, "reviews")
+    account = f"--as=system:serviceaccount:{cluster.namespace}:esnode-reviews"
+
+    def can(verb: str, resource: str) -> str:
+        answer: str = cluster.env.kubectl("auth", "can-i", verb, resource, account, check=False).stdout
+        return answer.strip()
+
+    assert can("create", "tokenreviews.authentication.k8s.io") == "no"
+    apply_fleet(cluster, "reviews", metricsAuth="kubernetes")
+    cluster.wait(
+        "token reviews granted", lambda: can("create", "tokenreviews.authentication.k8s.io") == "yes"
+    )
+    assert can("create", "subjectaccessreviews.authorization.k8s.io") == "yes"
+    assert can("get", "secrets") == "no"  # system:auth-delegator grants the reviews, nothing more
+    apply_fleet(cluster, "reviews", metricsAuth="none")
+    cluster.wait(
+        "token reviews withdrawn", lambda: can("create", "tokenreviews.authentication.k8s.io") == "no"
+    )

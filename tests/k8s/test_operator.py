@@ -366,6 +366,11 @@ REJECTED = {
     "process series above the bound": ({"gpu": {"processTopN": 5000}}, "spec.gpu.processTopN"),
     "capping mode unknown": ({"powerCapping": {"mode": "on"}}, "spec.powerCapping.mode"),
     "capping hysteresis of 0": ({"powerCapping": {"hysteresisWatts": 0}}, "spec.powerCapping.hysteresisWatts"),
+    "scrape token without metricsAuth": (
+        {"serviceMonitor": {"authorization": {"credentials": {"name": "t", "key": "token"}}}},
+        "serviceMonitor.authorization needs metricsAuth kubernetes",
+    ),
+    "metricsTLS without a Secret": ({"metricsTLS": {}}, "spec.metricsTLS.secretName: Required value"),
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,8 +188,14 @@ def chain_running(
     *,
     prometheus_port: int,
     operator_port: int,
+    chart_args: Sequence[str] = (),
+    objects: Sequence[dict[str, Any]] = (),
+    prometheus_spec: Mapping[str, Any] | None = None,
 ) -> Iterator[Chain]:
-    """Everything up to an installed chart scraped by Prometheus; all of it removed on exit."""
+    """Everything up to an installed chart scraped by Prometheus; all of it removed on exit.
+
+    `chart_args` are more helm values; `objects` are applied once the namespaces exist, before the
+    chart; `prometheus_spec` is merged into the Prometheus object's spec."""
     tools = Tools(bin_dir, kubeconfig, workdir)
     core = client.CoreV1Api(api_client)
     kwok_nodes = sorted(
@@ -218,7 +224,7 @@ def chain_running(
             tools.run, "kubectl", "delete", "namespace", "--wait=true", "--ignore-not-found",
             MONITORING_NAMESPACE, WORKLOAD_NAMESPACE, ESNODE_NAMESPACE,
         )  # fmt: skip
-        tools.apply(node_exporter_daemonset(), *(workload_pod(*w) for w in WORKLOADS))
+        tools.apply(node_exporter_daemonset(), *(workload_pod(*w) for w in WORKLOADS), *objects)
         node_exporters = all_running(
             api_client,
             MONITORING_NAMESPACE,
@@ -232,12 +238,14 @@ def chain_running(
         stack.callback(processes.stop)
         # Helm installs the chart's crds/ once and never upgrades them: apply this checkout's.
         tools.run("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-        helm_install(tools, "--wait", "--timeout=120s")
+        helm_install(tools, "--wait", "--timeout=120s", *chart_args)
         stack.callback(uninstall, tools)
+        base = prometheus_object(PROMETHEUS, prometheus_version(bin_dir / "prometheus"))
         tools.apply(
             {
-                **prometheus_object(PROMETHEUS, prometheus_version(bin_dir / "prometheus")),
+                **base,
                 "metadata": {"name": PROMETHEUS, "namespace": MONITORING_NAMESPACE},
+                "spec": {**base["spec"], **(prometheus_spec or {})},
             }
         )
         prometheus = stack.enter_context(

@@ -28,6 +28,7 @@ COPIES = [
     (REPO / "rules", "esnode-rules.yaml", CHART / "files"),
     (REPO / "dashboards", "*.json", CHART / "files" / "dashboards"),
     (REPO / "rbac", "operator.yaml", CHART / "files" / "rbac"),
+    (REPO / "rbac", "prometheus.yaml", CHART / "files" / "rbac"),
 ]
 YAML_KEY = re.compile(r"^(\s*)([\w.-]+):(.*)$")
 

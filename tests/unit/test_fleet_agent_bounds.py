@@ -35,6 +35,7 @@ PAIRS: list[tuple[type[BaseModel], str, str]] = [
     (PowerCapping, "hysteresis_watts", "power_capping_hysteresis_watts"),
     (PowerCapping, "hold_seconds", "power_capping_hold_seconds"),
     (PowerCapping, "step_watts", "power_capping_step_watts"),
+    (FleetSpec, "metrics_auth", "metrics_auth"),
 ]
 
 
@@ -91,5 +92,7 @@ def test_every_fleet_setting_the_operator_renders_is_held_here() -> None:
     fixed_by_the_operator.add("k8s_mode")
     # The capper's state lives in a host folder the DaemonSet mounts (children/daemonset.py).
     fixed_by_the_operator.add("power_capping_state_dir")
+    # With spec.metricsTLS, the web config the operator renders beside esnode.toml.
+    fixed_by_the_operator.add("web_config_file")
     collector_switches = {key for key in rendered if key.startswith("enable_") and key != "enable_gpu_mig"}
     assert rendered - held - fixed_by_the_operator - collector_switches == set()

@@ -16,6 +16,8 @@ from esnode_operator.reconcile.report_handover import unselected_reports
 def options_for(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> OperatorOptions:
     seen: dict[str, Any] = {}
     monkeypatch.setattr(kopf, "run", lambda **kwargs: seen.update(kwargs))
+    # kopf.configure would leave the root logger at INFO for every later test's caplog.
+    monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
     assert cli.main(argv) == 0
     return options_of(seen["memo"])
 

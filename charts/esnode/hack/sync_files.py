@@ -25,6 +25,7 @@ COPIES = (
     (REPO / "dashboards", "*.json", CHART / "files" / "dashboards"),
     (REPO / "rbac", "operator.yaml", CHART / "files" / "rbac"),
     (REPO / "rbac", "agents.yaml", CHART / "files" / "rbac"),
+    (REPO / "rbac", "prometheus.yaml", CHART / "files" / "rbac"),
 )
 FLEET_CRD = REPO / "crds" / "esnodefleet.yaml"
 VALUES_SCHEMA = CHART / "values.schema.json"

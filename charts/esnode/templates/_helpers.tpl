@@ -121,6 +121,7 @@ app.kubernetes.io/component: operator
 - --metrics-port={{ .Values.operator.metricsPort }}
 {{- if .Values.rbac.create }}
 - --agent-node-status-binding={{ include "esnode.agentPrefix" . }}node-status
+- --agent-auth-delegator-binding={{ include "esnode.agentPrefix" . }}auth-delegator
 {{- end }}
 - --liveness=http://0.0.0.0:{{ .Values.operator.healthPort }}/healthz
 {{- if .Values.operator.verbose }}

@@ -331,6 +331,42 @@ class PowerCapping(CamelModel):
     step_watts: float = Field(25.0, gt=0, le=MAX_WATTS, description="Largest raise per GPU per cycle")
 
 
+# ---- issue 15: scrapes behind Kubernetes' own authn/authz, and over TLS ---------------------------
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # a key of a Secret's data
+SecretKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)]
+
+
+class SecretKeySelector(CamelModel):
+    """A key of a Secret in the fleet's namespace."""
+
+    name: DnsName
+    key: SecretKey
+
+
+class ScrapeAuthorization(CamelModel):
+    """Prometheus Operator's endpoint authorization: a bearer token read from a Secret."""
+
+    credentials: SecretKeySelector = Field(
+        description="The token, e.g. a kubernetes.io/service-account-token Secret's key token"
+    )
+
+
+class MetricsTLS(CamelModel):
+    """The agents serve HTTPS with a certificate from a Secret (cert-manager's Certificate writes one)."""
+
+    secret_name: DnsName = Field(
+        description="Secret in the fleet's namespace with tls.crt and tls.key, and the CA under caKey"
+    )
+    ca_key: SecretKey = Field(
+        "ca.crt", description="Key of the Secret holding the CA Prometheus verifies the agents' certificate with"
+    )
+    server_name: DnsName | None = Field(
+        None,
+        description="Name Prometheus expects in the agents' certificate; unset: the fleet's Service, "
+        "esnode-<fleet>.<namespace>.svc",
+    )
+
+
 class ServiceMonitorSpec(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -362,6 +398,11 @@ class ServiceMonitorSpec(CamelModel):
         default=[],
         max_length=32,
         description="Prometheus Operator RelabelConfigs, applied as given",
+    )
+    authorization: ScrapeAuthorization | None = Field(
+        None,
+        description="With metricsAuth kubernetes: the token Prometheus sends, from a Secret; unset: "
+        "Prometheus' own ServiceAccount token (bearerTokenFile), as kube-prometheus scrapes the kubelet",
     )
 
     @model_validator(mode="after")
@@ -408,7 +449,13 @@ class FleetSpec(CamelModel):
                 " || self.agent.collectorTimeoutSeconds <= self.scrapeIntervalSeconds",
                 "agent.collectorTimeoutSeconds must not exceed scrapeIntervalSeconds",
                 ".agent.collectorTimeoutSeconds",
-            )
+            ),
+            cel(
+                "!has(self.serviceMonitor) || !has(self.serviceMonitor.authorization)"
+                " || (has(self.metricsAuth) && self.metricsAuth == 'kubernetes')",
+                "serviceMonitor.authorization needs metricsAuth kubernetes: the agents check no token otherwise",
+                ".serviceMonitor.authorization",
+            ),
         )
     )
 
@@ -464,6 +511,17 @@ class FleetSpec(CamelModel):
         max_length=64,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    metrics_auth: Literal["none", "kubernetes"] = Field(
+        "none",
+        description="kubernetes: every agent endpoint but the probes needs a bearer token allowed get on its "
+        "path (TokenReview and SubjectAccessReview, as kube-rbac-proxy); give Prometheus the ClusterRole "
+        "esnode-metrics-reader",
+    )
+    metrics_tls: MetricsTLS | None = Field(
+        None,
+        alias="metricsTLS",  # to_camel would say metricsTls
+        description="Serve the agents' endpoints over HTTPS; unset: plain HTTP",
+    )
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> FleetSpec:
@@ -478,6 +536,14 @@ class FleetSpec(CamelModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"env names must be unique: {', '.join(duplicates)}")
+        return self
+
+    @model_validator(mode="after")
+    def _authorization_needs_metrics_auth(self) -> FleetSpec:
+        if self.service_monitor.authorization is not None and self.metrics_auth != "kubernetes":
+            raise ValueError(
+                "serviceMonitor.authorization needs metricsAuth kubernetes: the agents check no token otherwise"
+            )
         return self
 
     @property

@@ -11,6 +11,7 @@ from pydantic_settings import EnvSettingsSource, SettingsError
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ENV_PREFIX
 from esnode_operator.api.models import FleetSpec
+from esnode_operator.children.agent_web_config import WEB_CONFIG_PATH
 from esnode_operator.children.toml_text import Scalar, dumps_flat
 
 # Where the DaemonSet mounts the host's filesystems (read-only) inside the agent container.
@@ -53,7 +54,10 @@ def agent_settings(spec: FleetSpec) -> dict[str, Any]:
         "power_capping_hold_seconds": spec.power_capping.hold_seconds,
         "power_capping_step_watts": spec.power_capping.step_watts,
         "power_capping_state_dir": CAPPING_STATE_DIR,
+        "metrics_auth": spec.metrics_auth,
     }
+    if spec.metrics_tls is not None:
+        settings["web_config_file"] = WEB_CONFIG_PATH
     if spec.agent.collector_timeout_seconds is not None:
         settings["collector_timeout_seconds"] = spec.agent.collector_timeout_seconds
     if spec.power_envelope.default_watts is not None:

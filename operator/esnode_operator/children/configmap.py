@@ -1,4 +1,4 @@
-"""The ConfigMap holding the agents' esnode.toml."""
+"""The ConfigMap holding the agents' esnode.toml (and web-config.yml when they serve TLS)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,20 @@ from typing import Any
 
 from esnode_operator.api.fleet import Fleet, adopted
 from esnode_operator.children.agent_config import render_config_toml
+from esnode_operator.children.agent_web_config import WEB_CONFIG_FILE_NAME, render_web_config
 from esnode_operator.names import CONFIG_FILE_NAME, configmap_name, fleet_labels
 
 
 def build_configmap(fleet: Fleet) -> dict[str, Any]:
+    data = {CONFIG_FILE_NAME: render_config_toml(fleet.spec, fleet.ref)}
+    if fleet.spec.metrics_tls is not None:
+        data[WEB_CONFIG_FILE_NAME] = render_web_config()
     return adopted(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": configmap_name(fleet.name), "labels": fleet_labels(fleet.name)},
-            "data": {CONFIG_FILE_NAME: render_config_toml(fleet.spec, fleet.ref)},
+            "data": data,
         },
         fleet,
     )

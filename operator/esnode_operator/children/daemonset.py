@@ -7,6 +7,7 @@ from typing import Any
 
 from esnode_operator.api.fleet import Fleet, adopted
 from esnode_operator.children.agent_config import CAPPING_STATE_DIR, HOST_PROC, HOST_ROOT, HOST_SYS
+from esnode_operator.children.agent_web_config import TLS_FOLDER, TLS_KEYS
 from esnode_operator.children.placement import EnvelopeGroup, envelope_groups, merged_affinity
 from esnode_operator.children.service import agent_pod_selector
 from esnode_operator.names import (
@@ -97,8 +98,10 @@ def _container(fleet: Fleet, group: EnvelopeGroup) -> dict[str, Any]:
         "imagePullPolicy": spec.image_pull_policy,
         "env": _env(fleet, group),
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}],
-        "readinessProbe": _probe("/readyz", period_seconds=5, failure_threshold=3),
-        "livenessProbe": _probe("/healthz", period_seconds=20, failure_threshold=3, initial_delay_seconds=10),
+        "readinessProbe": _probe(fleet, "/readyz", period_seconds=5, failure_threshold=3),
+        "livenessProbe": _probe(
+            fleet, "/healthz", period_seconds=20, failure_threshold=3, initial_delay_seconds=10
+        ),
         "resources": spec.resources.model_dump(mode="json"),
         "securityContext": {"privileged": True},  # RAPL, hwmon, NVML and /dev/cpu need the host's view
         "volumeMounts": _volume_mounts(fleet),
@@ -106,10 +109,13 @@ def _container(fleet: Fleet, group: EnvelopeGroup) -> dict[str, Any]:
 
 
 def _probe(
-    path: str, *, period_seconds: int, failure_threshold: int, initial_delay_seconds: int = 0
+    fleet: Fleet, path: str, *, period_seconds: int, failure_threshold: int, initial_delay_seconds: int = 0
 ) -> dict[str, Any]:
+    # The probe paths stay open under metricsAuth; over TLS the kubelet probes HTTPS (it verifies no
+    # certificate).
+    scheme = {"scheme": "HTTPS"} if fleet.spec.metrics_tls is not None else {}
     return {
-        "httpGet": {"path": path, "port": METRICS_PORT_NAME},
+        "httpGet": {"path": path, "port": METRICS_PORT_NAME, **scheme},
         "periodSeconds": period_seconds,
         "failureThreshold": failure_threshold,
         "initialDelaySeconds": initial_delay_seconds,
@@ -140,7 +146,7 @@ def _env(fleet: Fleet, group: EnvelopeGroup) -> list[dict[str, Any]]:
 
 def _volumes(fleet: Fleet) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": configmap_name(fleet.name)}},
+        _config_volume(fleet),
         *({"name": name, "hostPath": {"path": host_path}} for name, host_path, _, _ in _HOST_MOUNTS),
         # Always, capping on or off: an agent started with capping off restores what a crashed one set.
         {"name": "capping-state", "hostPath": {"path": CAPPING_STATE_DIR, "type": "DirectoryOrCreate"}},
@@ -149,6 +155,17 @@ def _volumes(fleet: Fleet) -> list[dict[str, Any]]:
         directory = posixpath.dirname(fleet.spec.gpu.pod_resources_socket)
         volumes.append({"name": "pod-resources", "hostPath": {"path": directory, "type": "Directory"}})
     return volumes
+
+
+def _config_volume(fleet: Fleet) -> dict[str, Any]:
+    """The ConfigMap; over TLS with the Secret's certificate and key projected beside it, in tls/."""
+    configmap = {"name": configmap_name(fleet.name)}
+    tls = fleet.spec.metrics_tls
+    if tls is None:
+        return {"name": "config", "configMap": configmap}
+    items = [{"key": key, "path": f"{TLS_FOLDER}/{key}"} for key in TLS_KEYS]
+    secret = {"name": tls.secret_name, "items": items}
+    return {"name": "config", "projected": {"sources": [{"configMap": configmap}, {"secret": secret}]}}
 
 
 def _volume_mounts(fleet: Fleet) -> list[dict[str, Any]]:

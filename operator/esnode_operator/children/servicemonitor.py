@@ -33,6 +33,39 @@ def prometheus_duration(seconds: float) -> str:
     return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
 
 
+# What kube-prometheus scrapes the kubelet with: the Prometheus pod's own ServiceAccount token.
+# Deprecated in the ServiceMonitor API in favour of `authorization`, which takes only a Secret.
+PROMETHEUS_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def service_dns_name(fleet: Fleet) -> str:
+    return f"{child_name(fleet.name)}.{fleet.namespace}.svc"
+
+
+def _protection(fleet: Fleet) -> dict[str, Any]:
+    """The endpoint's scheme, TLS and credentials for the fleet's metricsTLS and metricsAuth."""
+    spec = fleet.spec
+    fields: dict[str, Any] = {}
+    if spec.metrics_tls is not None:
+        tls = spec.metrics_tls
+        fields["scheme"] = "https"
+        fields["tlsConfig"] = {
+            "ca": {"secret": {"name": tls.secret_name, "key": tls.ca_key}},
+            "serverName": tls.server_name or service_dns_name(fleet),
+        }
+    if spec.metrics_auth == "kubernetes":
+        authorization = spec.service_monitor.authorization
+        if authorization is None:
+            fields["bearerTokenFile"] = PROMETHEUS_TOKEN_FILE
+        else:
+            credentials = authorization.credentials
+            fields["authorization"] = {
+                "type": "Bearer",
+                "credentials": {"name": credentials.name, "key": credentials.key},
+            }
+    return fields
+
+
 def build_servicemonitor(fleet: Fleet) -> dict[str, Any]:
     options = fleet.spec.service_monitor
     endpoint: dict[str, Any] = {
@@ -40,6 +73,7 @@ def build_servicemonitor(fleet: Fleet) -> dict[str, Any]:
         "path": "/metrics",
         "interval": options.interval or prometheus_duration(fleet.spec.scrape_interval_seconds),
         "relabelings": [NODE_RELABELING, *AGENT_POD_RELABELINGS, *options.relabelings],
+        **_protection(fleet),
     }
     if options.scrape_timeout is not None:
         endpoint["scrapeTimeout"] = options.scrape_timeout

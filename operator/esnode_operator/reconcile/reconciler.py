@@ -5,7 +5,8 @@ pass checks the spec and node conflicts, dry-runs every child and applies them o
 apiserver accepts all of them (nothing half-applied), prunes DaemonSets of envelope groups that
 no longer exist, then observes. A held fleet keeps the children it had: nothing that was working
 is deleted because of a bad update. A full pass also lists (or unlists) the fleet's agents in the
-shared node-status binding (node_status_access.py). A full pass, or one that finds the DaemonSets
+shared node-status binding (node_status_access.py), and those of fleets with metricsAuth in the
+auth-delegator binding (auth_delegation.py). A full pass, or one that finds the DaemonSets
 wanting another number of pods, deletes the fleet's node reports of nodes it no longer selects, so
 that the node's new fleet can file its own (report_handover.py). An observe-only pass (a DaemonSet's status moved) reuses the
 last full pass's findings for the same generation.
@@ -31,6 +32,7 @@ from esnode_operator.conditions import utc_now
 from esnode_operator.kube import Kube, KubeError, object_path
 from esnode_operator.metrics import OperatorMetrics
 from esnode_operator.names import API_VERSION, KIND, child_name, fleet_selector
+from esnode_operator.reconcile.auth_delegation import AuthDelegation
 from esnode_operator.reconcile.fleet_status import (
     APPLY_FAILED,
     APPLY_REJECTED,
@@ -96,12 +98,14 @@ class Reconciler:
         metrics: OperatorMetrics,
         clock: Callable[[], str] = utc_now,
         node_status: NodeStatusAccess | None = None,
+        auth_delegation: AuthDelegation | None = None,
     ) -> None:
         self._kube = kube
         self._metrics = metrics
         self._node_status = node_status or NodeStatusAccess(kube)
         self._handover = ReportHandover(kube)
         self._node_conditions = NodeConditions(kube)
+        self._auth_delegation = auth_delegation or AuthDelegation(kube)
         self._clock = clock
         self._guard = threading.Lock()
         self._locks: dict[FleetKey, threading.Lock] = {}
@@ -141,6 +145,7 @@ class Reconciler:
         """A fleet is being deleted: take back what its children cannot take with them."""
         self._node_conditions.withdraw(namespace, name, keep=lambda _node: False)
         self._node_status.grant(namespace, name, granted=False)
+        self._auth_delegation.grant(namespace, name, granted=False)
         self.forget((namespace, name))
 
     def forget(self, key: FleetKey) -> None:
@@ -218,7 +223,10 @@ class Reconciler:
         if any(p.holds for p in problems):
             return problems
         access = self._node_status.grant(fleet.namespace, fleet.name, fleet.spec.node_condition)
-        return (*problems, access) if access else problems
+        reviews = self._auth_delegation.grant(
+            fleet.namespace, fleet.name, fleet.spec.metrics_auth == "kubernetes"
+        )
+        return (*problems, *(p for p in (access, reviews) if p))
 
     def _node_conflict(self, fleet: Fleet) -> Problem | None:
         """Nodes an older fleet in the namespace also selects (judged by nodeSelector)."""
