@@ -320,7 +320,8 @@ def _hooks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("values", "scope", "bindings"),
     [
-        ([], ["--all-namespaces"], [("ClusterRoleBinding", None)]),
+        ([], [f"--namespace={RELEASE_NAMESPACE}"], [("RoleBinding", RELEASE_NAMESPACE)]),  # namespaced
+        (["--set", "operator.clusterWide=true"], ["--all-namespaces"], [("ClusterRoleBinding", None)]),
         (["-f", str(REPO / "tests/fixtures/chart-values/namespaced.yaml")],
          ["--namespace=gpu-inference", "--namespace=gpu-training"],
          [("RoleBinding", "gpu-inference"), ("RoleBinding", "gpu-training")]),
