@@ -225,7 +225,7 @@ async def bench(kubeconfig: Path, namespace: str, uid: str, args: argparse.Names
         startup = await wait_for(
             "every node in the fleet's status",
             lambda: fleet_power(kube, namespace).get("nodesReporting") == args.agents,
-            timeout_seconds=300,
+            timeout_seconds=args.startup_timeout_seconds,
         )
         started_over = f"started over {window:.0f} s"
         print(
@@ -302,6 +302,9 @@ def main() -> int:
     parser.add_argument("--steady-seconds", type=float, default=120.0)
     parser.add_argument("--threads", type=int, default=32, help="simulators' concurrent API requests")
     parser.add_argument("--spread", action="store_true", help="start the agents over one heartbeat")
+    parser.add_argument(
+        "--startup-timeout-seconds", type=float, default=600.0, help="bound on the first reports' arrival"
+    )
     args = parser.parse_args()
     with control_plane() as kubeconfig:
         for crd in CRDS:
