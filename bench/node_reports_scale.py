@@ -2,8 +2,9 @@
 """1,000 simulated agents report to the test control plane; the operator sums them into one fleet.
 
 Each simulated agent is the agent's own reporting path (esnode_agent.report.reporter.Reporter with its
-ReportPolicy and KubeStatusWriter) fed a snapshot every scrape interval, for a made-up node name
-(EsnodeNode objects need no Node). Node power is steady with noise below the report step, so
+ReportPolicy and KubeStatusWriter) fed a snapshot every scrape interval, for a Node object of its own
+(tainted, so no agent pod lands there: the operator releases reports of nodes that do not exist or
+that its fleet does not select, so each report needs its Node). Node power is steady with noise below the report step, so
 steady state is heartbeats only, and the fleet's whole-watt total still moves every second: the
 worst case for the fleet's status writes. Measured, with the operator running as its console script:
 
@@ -55,6 +56,8 @@ from esnode_operator.kube import Kube
 REPO = Path(__file__).resolve().parents[1]
 CRDS = [REPO / "crds" / "esnodefleet.yaml", REPO / "crds" / "esnodenode.yaml"]
 FLEET = "scale"
+BENCH_LABEL = "esnode.io/bench"
+BENCH_LABEL_VALUE = "sim"
 HEARTBEAT_SECONDS = 60.0
 POWER_STEP_WATTS = 50.0
 MIN_INTERVAL_SECONDS = 5.0
@@ -141,6 +144,29 @@ async def run_node(node: SimulatedNode, offset_seconds: float) -> None:
         due += SCRAPE_INTERVAL_SECONDS
 
 
+def node_names(count: int) -> list[str]:
+    return [f"sim-node-{i:04d}" for i in range(count)]
+
+
+def create_nodes(kubeconfig: Path, count: int, threads: int) -> None:
+    """A Node per simulated agent, selected by the fleet: the operator releases the reports of nodes
+    it does not select or that do not exist. Tainted, and the fleet tolerates nothing, so that no
+    agent pod is scheduled on them."""
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    core = client.CoreV1Api(api)
+    taint = client.V1Taint(key=BENCH_LABEL, value="sim", effect="NoSchedule")
+
+    def create(name: str) -> None:
+        metadata = client.V1ObjectMeta(name=name, labels={BENCH_LABEL: BENCH_LABEL_VALUE})
+        core.create_node(client.V1Node(metadata=metadata, spec=client.V1NodeSpec(taints=[taint])))
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(create, node_names(count)))
+    print(f"created {count} Nodes in {time.monotonic() - started:.1f} s")
+    api.close()
+
+
 def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
     binary = Path(_testenv_module().load_state()["bin_dir"]) / "kubectl"
     return subprocess.run(
@@ -210,7 +236,7 @@ async def bench(kubeconfig: Path, namespace: str, uid: str, args: argparse.Names
             Reporter(CountingWriter(api, namespace, uid, counts), policy, ReportTarget(name, FLEET, False)),
             random.Random(index),
         )
-        for index, name in enumerate(f"sim-node-{i:04d}" for i in range(args.agents))
+        for index, name in enumerate(node_names(args.agents))
     ]
     port = free_port()
     with operator(kubeconfig, namespace, port) as process:
@@ -316,13 +342,14 @@ def main() -> int:
             "crd/esnodefleets.esnode.io",
             "crd/esnodenodes.esnode.io",
         )
+        create_nodes(kubeconfig, args.agents, args.threads)
         namespace = f"esnode-bench-{uuid.uuid4().hex[:6]}"
         kubectl(kubeconfig, "create", "namespace", namespace)
         fleet = (
             "apiVersion: esnode.io/v1alpha1\nkind: EsnodeFleet\n"
             f"metadata: {{name: {FLEET}}}\n"
             # No node runs a real agent (the simulators stand in); the heartbeat is the simulators'.
-            "spec: {nodeSelector: {esnode.io/bench: none}, serviceMonitor: {enabled: false},"
+            f"spec: {{nodeSelector: {{{BENCH_LABEL}: {BENCH_LABEL_VALUE}}}, tolerations: [], serviceMonitor: {{enabled: false}},"
             f" report: {{heartbeatSeconds: {HEARTBEAT_SECONDS:.0f}}}}}\n"
         )
         kubectl(kubeconfig, "apply", "-n", namespace, "-f", "-", input=fleet)
