@@ -85,7 +85,7 @@ def chain(testenv: Env, tls: TlsMaterial, tmp_path_factory: pytest.TempPathFacto
         testenv.api_client,
         testenv.bin_dir,
         testenv.kubeconfig,
-        tmp_path_factory.mktemp("protected-chain"),
+        tmp_path_factory.mktemp("https"),  # short: the kubelet sockets beneath must fit 107 bytes
         prometheus_port=free_port(),
         operator_port=free_port(),
         chart_args=CHART_ARGS,

@@ -86,6 +86,21 @@ def test_importing_one_collector_does_not_load_the_gpu_library() -> None:
     assert (result.returncode, result.stdout.strip()) == (0, "False"), result.stderr
 
 
+# The agent extra's own libraries, absent from the operator's image (its extra has none of them).
+_AGENT_ONLY_MODULES = ("bcrypt", "pynvml", "grpc", "starlette", "uvicorn")
+
+
+def test_the_operator_loads_none_of_the_agents_own_libraries() -> None:
+    code = (
+        "import esnode_operator.cli, esnode_operator.handlers, sys; "
+        f"print(sorted(m for m in {_AGENT_ONLY_MODULES!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
+
+
 # Strings that look like metric names but are not: the status view's JSON keys.
 _NOT_METRIC_NAMES = {"esnode_limit_watts"}
 # The functions that declare a metric family (gpu_specs.py wraps them as g, c and mig).

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -135,6 +134,8 @@ class WebConfigWatcher:
         key = self._outcomes.key(user, password, hashed)
         outcome = self._outcomes.get(key)
         if outcome is None:
+            import bcrypt  # noqa: PLC0415  (the operator reads WebConfig without the agent extra)
+
             outcome = bcrypt.checkpw(password.encode(), hashed.encode())
             self._outcomes.put(key, outcome)
         return outcome
