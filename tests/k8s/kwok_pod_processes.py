@@ -176,7 +176,10 @@ class KwokPodProcesses:
             for n in self.core.list_node().items
             if (n.metadata.annotations or {}).get("kwok.x-k8s.io/node") == "fake"
         }
-        pods = self.core.list_pod_for_all_namespaces().items
+        # Pods of a namespace being deleted (another test's) are on their way out: no token can be
+        # made for them there, and no kubelet would start them.
+        leaving = {n.metadata.name for n in self.core.list_namespace().items if n.status.phase == "Terminating"}
+        pods = [p for p in self.core.list_pod_for_all_namespaces().items if p.metadata.namespace not in leaving]
         for name in kwok_nodes:
             self._node(name).kubelet.assign(
                 [p for p in pods if p.spec.node_name == name and p.status.phase == "Running"]
