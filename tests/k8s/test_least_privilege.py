@@ -29,6 +29,7 @@ from test_node_reports import (
     agent_process,
     apply_fleet,
     as_identity,
+    can_i,
     pod_token,
     power,
 )
@@ -296,14 +297,7 @@ def test_a_token_bound_to_a_pod_that_is_not_the_fleets_agent_writes_nothing(
 
 
 def test_the_operator_writes_only_in_the_namespaces_it_serves(cluster: Cluster, tmp_path: Path) -> None:
-    account = f"--as=system:serviceaccount:{cluster.namespace}:esnode-operator"
-
-    def can(verb: str, resource: str, *where: str) -> str:
-        answer: str = cluster.env.kubectl(
-            "auth", "can-i", verb, resource, account, *where, check=False
-        ).stdout
-        return answer.strip()
-
+    can = can_i(cluster, "esnode-operator")
     here = ("-n", cluster.namespace)
     for verb, resource in [
         ("patch", "daemonsets.apps"),
@@ -466,11 +460,8 @@ def test_the_operators_node_status_writes_are_held_to_the_esnode_condition(
         operator = core_api(tmp_path / "operator.kubeconfig")  # the cluster fixture's token
         cluster.wait(
             "the grant to take effect",
-            lambda: cluster.env.kubectl(
-                "auth", "can-i", "patch", "nodes", "--subresource=status",
-                f"--as=system:serviceaccount:{cluster.namespace}:esnode-operator", check=False,
-            ).stdout.strip() == "yes",
-        )  # fmt: skip
+            lambda: can_i(cluster, "esnode-operator")("patch", "nodes", "--subresource=status") == "yes",
+        )
         message = refused(
             operator.patch_node_status, "kwok-node-2", {"status": {"allocatable": {"nvidia.com/gpu": "0"}}}
         )

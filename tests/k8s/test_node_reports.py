@@ -13,7 +13,7 @@ import importlib.util
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +22,10 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kwok_pod_processes import token_kubeconfig
-from test_operator import Cluster, _rbac_for, free_port, operator_running
+from test_operator import Cluster, free_port, operator_identity_for, operator_running, refusals
 
 pytestmark = pytest.mark.k8s
 
@@ -72,25 +71,27 @@ def installed(testenv: Env) -> Iterator[Env]:
 @pytest.fixture
 def cluster(installed: Env, namespace: str, tmp_path: Path) -> Iterator[Cluster]:
     """The operator serving the test's namespace with only its own RBAC."""
-    documents = _rbac_for(namespace)
-    installed.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
-    kubeconfig = token_kubeconfig(
-        installed.kubeconfig,
-        installed.kubectl("create", "token", "esnode-operator", "-n", namespace, "--duration=1h").stdout,
-        tmp_path / "operator.kubeconfig",
-    )
-    try:
-        with operator_running(installed, namespace, kubeconfig, tmp_path / "operator") as running:
-            yield running
-        log = (tmp_path / "operator" / "operator.log").read_text()
-        assert "Forbidden" not in log and " 403 " not in log, log[-4000:]
-    finally:
-        cluster_scoped = [
-            f"{d['kind'].lower()}/{d['metadata']['name']}"
-            for d in documents
-            if d["kind"].startswith("Cluster")
-        ]
-        installed.kubectl("delete", "--ignore-not-found", *cluster_scoped, check=False)
+    with (
+        operator_identity_for(installed, namespace, tmp_path / "operator.kubeconfig") as kubeconfig,
+        operator_running(installed, namespace, kubeconfig, tmp_path / "operator") as running,
+    ):
+        yield running
+    log = (tmp_path / "operator" / "operator.log").read_text()
+    assert not refusals(log), refusals(log)
+
+
+def can_i(cluster: Cluster, account: str) -> Callable[..., str]:
+    """`kubectl auth can-i VERB RESOURCE [ARGS]` as the ServiceAccount ``account`` of the test's
+    namespace: "yes" or "no"."""
+
+    def can(verb: str, resource: str, *where: str) -> str:
+        as_account = f"--as=system:serviceaccount:{cluster.namespace}:{account}"
+        answer: str = cluster.env.kubectl(
+            "auth", "can-i", verb, resource, as_account, *where, check=False
+        ).stdout
+        return answer.strip()
+
+    return can
 
 
 def apply_fleet(cluster: Cluster, name: str, **spec: Any) -> dict[str, Any]:
@@ -390,14 +391,7 @@ def test_an_agent_may_write_only_its_own_node(cluster: Cluster, tmp_path: Path) 
 
 def test_agent_rights_stay_in_the_namespace_and_node_status_follows_node_condition(cluster: Cluster) -> None:
     apply_fleet(cluster, "rights")
-    account = f"--as=system:serviceaccount:{cluster.namespace}:esnode-rights"
-
-    def can(verb: str, resource: str, *where: str) -> str:
-        answer: str = cluster.env.kubectl(
-            "auth", "can-i", verb, resource, account, *where, check=False
-        ).stdout
-        return answer.strip()
-
+    can = can_i(cluster, "esnode-rights")
     here = ("-n", cluster.namespace)
     assert can("patch", "esnodenodes.esnode.io", "--subresource=status", *here) == "yes"
     assert can("create", "esnodenodes.esnode.io", *here) == "yes"
@@ -417,12 +411,7 @@ def test_agent_rights_stay_in_the_namespace_and_node_status_follows_node_conditi
 def test_token_review_rights_follow_metrics_auth(cluster: Cluster) -> None:
     """The operator, with only its own RBAC, lists the agents in the auth-delegator binding and back."""
     apply_fleet(cluster, "reviews")
-    account = f"--as=system:serviceaccount:{cluster.namespace}:esnode-reviews"
-
-    def can(verb: str, resource: str) -> str:
-        answer: str = cluster.env.kubectl("auth", "can-i", verb, resource, account, check=False).stdout
-        return answer.strip()
-
+    can = can_i(cluster, "esnode-reviews")
     assert can("create", "tokenreviews.authentication.k8s.io") == "no"
     apply_fleet(cluster, "reviews", metricsAuth="kubernetes")
     cluster.wait(
