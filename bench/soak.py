@@ -14,81 +14,37 @@ ranges. Targets: |RSS slope| <= 2 %/h after warm-up, fds and threads constant.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
 
 import httpx
 import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+
+from agent_process import free_port, growing_model_server, running  # noqa: E402 - after the path to the helpers
 
 MODELS = ("meta-llama/Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3", "Qwen/Qwen2.5-7B")
 RSS_SLOPE_TARGET_PERCENT_PER_HOUR = 2.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _ModelServer:
+def _vllm_exposition(elapsed_seconds: float) -> str:
     """vLLM-shaped /metrics: token and request counters advancing with wall time."""
-
-    def __init__(self) -> None:
-        self._started = time.monotonic()
-        handler = self._handler()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
-
-    def body(self) -> bytes:
-        elapsed = time.monotonic() - self._started
-        lines = []
-        for family, per_second in (("prompt_tokens", 900.0), ("generation_tokens", 300.0)):
-            lines.append(f"# TYPE vllm:{family}_total counter")
-            lines += [f'vllm:{family}_total{{model_name="{m}"}} {per_second * elapsed:.0f}' for m in MODELS]
-        lines.append("# TYPE vllm:request_success_total counter")
-        lines += [f'vllm:request_success_total{{model_name="{m}"}} {2.0 * elapsed:.0f}' for m in MODELS]
-        return ("\n".join(lines) + "\n").encode()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def do_GET(self) -> None:
-                payload = server.body()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        return Handler
-
-    def __enter__(self) -> _ModelServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    lines = []
+    for family, per_second in (("prompt_tokens", 900.0), ("generation_tokens", 300.0)):
+        lines.append(f"# TYPE vllm:{family}_total counter")
+        lines += [
+            f'vllm:{family}_total{{model_name="{m}"}} {per_second * elapsed_seconds:.0f}' for m in MODELS
+        ]
+    lines.append("# TYPE vllm:request_success_total counter")
+    lines += [f'vllm:request_success_total{{model_name="{m}"}} {2.0 * elapsed_seconds:.0f}' for m in MODELS]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -163,18 +119,6 @@ def _sample(process: psutil.Process, started: float) -> _Sample:
     )
 
 
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} never became ready")
-
-
 def _slope_percent_per_hour(samples: list[_Sample]) -> float:
     times = [s.at_seconds for s in samples]
     rss = [float(s.rss_bytes) for s in samples]
@@ -227,18 +171,16 @@ def main() -> int:
     args = parser.parse_args()
     warmup = args.warmup_seconds if args.warmup_seconds is not None else min(300.0, args.duration_seconds / 5)
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ESNODE_", "NVIDIA_"))}
-    with _ModelServer() as model_server, tempfile.TemporaryFile() as log:
+    port = free_port()
+    with growing_model_server(_vllm_exposition) as model_url, tempfile.TemporaryDirectory() as logs:
         command = [
             sys.executable, "-m", "esnode_agent", "--listen-address", f"127.0.0.1:{port}",
             "--gpu-backend", "sim:h100x8", "--scrape-interval", str(args.scrape_interval),
-            "--app-metrics-urls", model_server.url, "--node-power-envelope-watts", "6000",
+            "--app-metrics-urls", model_url, "--node-power-envelope-watts", "6000",
         ]  # fmt: skip
-        agent = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            _wait_ready(url)
+        log_path = Path(logs) / "agent.log"
+        url = f"http://127.0.0.1:{port}"
+        with running(command, f"{url}/readyz", log_path) as agent:
             process = psutil.Process(agent.pid)
             samples: list[_Sample] = []
             started = time.monotonic()
@@ -251,12 +193,8 @@ def main() -> int:
                     time.sleep(
                         min(args.sample_seconds, args.duration_seconds - samples[-1].at_seconds + 0.01)
                     )
-        finally:
-            agent.terminate()
-            agent.wait(20)
-        log.seek(0)
         warnings = [
-            line for line in log.read().decode(errors="replace").splitlines() if "level=warning" in line
+            line for line in log_path.read_text(errors="replace").splitlines() if "level=warning" in line
         ]
     code = _report(samples, warmup, load)
     print(f"agent log warnings: {len(warnings)}" + (f" (first: {warnings[0][:200]})" if warnings else ""))

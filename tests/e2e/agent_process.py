@@ -8,8 +8,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_ok(
-    url: str, timeout_seconds: float = STARTUP_TIMEOUT_SECONDS, **request: Any
-) -> None:
+def wait_until_ok(url: str, timeout_seconds: float = STARTUP_TIMEOUT_SECONDS, **request: Any) -> None:
     """``request``: more httpx.get arguments (verify, auth) for an agent behind its web config."""
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
@@ -110,3 +109,35 @@ class RaplTree:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+@contextmanager
+def growing_model_server(exposition: Callable[[float], str]) -> Iterator[str]:
+    """A model server's /metrics on loopback, serving ``exposition(seconds since it started)``:
+    counters that grow with wall time, as a serving model's do. Yields the /metrics URL."""
+    started = time.monotonic()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # as real servers do; else keep-alive fetches wait on delayed ACKs
+
+        def do_GET(self) -> None:
+            body = exposition(time.monotonic() - started).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -1,7 +1,8 @@
 """Every query of the shipped Grafana dashboards, run by real Prometheus against real agents.
 
 Agent A simulates an 8xH100 server with RAPL power, a power envelope and a model server on the node;
-agent B simulates a server with a GPU in MIG mode. Each dashboard query (Grafana's variables filled
+agent B simulates a server with a GPU in MIG mode; agent C, in k8s_mode, one whose kubelet has pods hold
+GPUs, their processes running in those pods. Each dashboard query (Grafana's variables filled
 in) must parse, return data, and carry the labels its legend names.
 """
 
@@ -10,18 +11,14 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from agent_process import RaplTree, agent, free_port
+from agent_process import RaplTree, agent, growing_model_server
+from kubelet_pods import agent_with_pods
 from prometheus_process import prometheus, query, wait_for_result
 
 pytestmark = pytest.mark.e2e
@@ -30,8 +27,6 @@ DASHBOARDS = sorted((Path(__file__).resolve().parents[2] / "dashboards").glob("*
 # Panels whose queries may rightly return nothing here, and why.
 EXPECTED_EMPTY = {
     "Xid errors": "the counter appears with the first Xid event; simulated GPUs raise none",
-    "GPU power by pod": "needs k8s_mode and a kubelet holding GPUs; tests/unit/test_pod_energy.py covers it",
-    "GPU energy by pod in range": "needs k8s_mode and a kubelet holding GPUs; tests/unit/test_pod_energy.py covers it",
 }
 GRAFANA_RANGE = re.compile(r"\$__(rate_interval|range|interval)\b")
 GRAFANA_VARIABLE = re.compile(r"\$(\{(\w+)\}|(\w+))")
@@ -96,39 +91,13 @@ def model_server_exposition(elapsed_seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-@contextmanager
-def model_server() -> Iterator[str]:
-    """A model server's /metrics on loopback whose token and request counters grow steadily."""
-    started = time.monotonic()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = model_server_exposition(time.monotonic() - started).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/metrics"
-    finally:
-        server.shutdown()
-        thread.join()
-
-
 @pytest.fixture(scope="module")
 def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("dashboards")
+    (workdir / "pods").mkdir()
     common = ("--scrape-interval", "1")
     with (
-        model_server() as model_url,
+        growing_model_server(model_server_exposition) as model_url,
         RaplTree(workdir / "sys", package_watts=(180.0, 170.0)) as rapl,
         agent(
             *common,
@@ -139,7 +108,8 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             log_path=workdir / "agent-h100x8.log",
         ) as gpu_agent,
         agent(*common, "--gpu-backend", "sim:h100-mig", log_path=workdir / "agent-mig.log") as mig_agent,
-        prometheus([url.removeprefix("http://") for url in (gpu_agent, mig_agent)], workdir) as url,
+        agent_with_pods(workdir / "pods", *common, host=workdir / "pods" / "host") as pod_agent,
+        prometheus([url.removeprefix("http://") for url in (gpu_agent, mig_agent, pod_agent)], workdir) as url,
     ):  # fmt: skip
         # Rates need two scrapes of every target; the efficiency gauges need two agent cycles with energy.
         assert wait_for_result(url, "count(count_over_time(esnode_app_tokens_per_joule[1m]) > 2) > 0")

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from agent_process import RaplTree, agent
+from agent_process import RaplTree, agent, growing_model_server
 from prometheus_process import prometheus, query, wait_for_result
 
 pytestmark = pytest.mark.e2e
@@ -43,50 +40,14 @@ DOC_QUERIES = {
 }
 
 
-class SteadyModelServer:
-    """Exposes generic model counters that grow at TOKENS_PER_SECOND (and one request per 100 tokens)."""
-
-    def __init__(self) -> None:
-        started = time.monotonic()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def do_GET(self) -> None:
-                elapsed = time.monotonic() - started
-                lines = ["# TYPE model_tokens_total counter", "# TYPE model_requests_total counter"]
-                for model, rate in TOKENS_PER_SECOND.items():
-                    lines.append(
-                        f'model_tokens_total{{model="{model}",namespace="llm-serving"}} {rate * elapsed}'
-                    )
-                    lines.append(
-                        f'model_requests_total{{model="{model}",status="ok"}} {rate * elapsed // 100}'
-                    )
-                payload = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> SteadyModelServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+def steady_exposition(elapsed_seconds: float) -> str:
+    """Generic model counters grown at TOKENS_PER_SECOND (and one request per 100 tokens)."""
+    lines = ["# TYPE model_tokens_total counter", "# TYPE model_requests_total counter"]
+    for model, rate in TOKENS_PER_SECOND.items():
+        tokens = rate * elapsed_seconds
+        lines.append(f'model_tokens_total{{model="{model}",namespace="llm-serving"}} {tokens}')
+        lines.append(f'model_requests_total{{model="{model}",status="ok"}} {tokens // 100}')
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +58,15 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stack(workdir: Path) -> Iterator[tuple[str, str]]:
     """(Prometheus URL, agent URL)."""
-    with SteadyModelServer() as model_server, RaplTree(workdir / "sys", PACKAGE_WATTS) as rapl:
+    with (
+        growing_model_server(steady_exposition) as model_url,
+        RaplTree(workdir / "sys", PACKAGE_WATTS) as rapl,
+    ):
         flags = ("--scrape-interval", "1", "--path-sysfs", str(rapl.sysfs))
-        app_flags = ("--app-metrics-urls", f"http://{model_server.address}/metrics")
+        model_address = model_url.removeprefix("http://").removesuffix("/metrics")
         with (
-            agent(*flags, *app_flags, log_path=workdir / "agent.log") as agent_url,
-            prometheus([agent_url.removeprefix("http://"), model_server.address], workdir) as prometheus_url,
+            agent(*flags, "--app-metrics-urls", model_url, log_path=workdir / "agent.log") as agent_url,
+            prometheus([agent_url.removeprefix("http://"), model_address], workdir) as prometheus_url,
         ):
             # rate() over the first two or three samples swings with their timing; give it ten.
             wait_for_result(prometheus_url, "count_over_time(esnode_node_energy_joules_total[1m]) >= 10")

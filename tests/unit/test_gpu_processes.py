@@ -10,49 +10,23 @@ from typing import Any
 
 import pynvml  # type: ignore[import-untyped]
 import pytest
+from simulated_gpus import EVERYTHING, INFER_A, INFER_B, Sharers, simulated_nvml
 
 from esnode_agent.collectors.gpu import GpuCollector
 from esnode_agent.collectors.gpu_processes import GpuProcessWriter
 from esnode_agent.collectors.pod_energy import sm_weights
 from esnode_agent.cycle.samples import SampleIndex, SampleSink
-from esnode_agent.gpu.nvml_backend import NvmlBackend, open_nvml
-from esnode_agent.gpu.sim_backend import FakeNvml
+from esnode_agent.gpu.nvml_backend import NvmlBackend
 from esnode_agent.gpu.sim_profile import SimProfile, load_profile
-from esnode_agent.gpu.visibility import DeviceList
 from esnode_agent.podresources.container_logs import ContainerLogNames
 from esnode_agent.podresources.pod_ref import PodRef
 from esnode_agent.serve.exposition import render
 
-EVERYTHING = DeviceList(everything=True)
 GIB = 2**30
 UID_A = "0b9a1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
 UID_B = "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
 CID_A = "a" * 64
 CID_B = "b" * 64
-INFER_A = PodRef("ml", "infer-a", "server")
-INFER_B = PodRef("ml", "infer-b", "server")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Sharers:
-    def __init__(self, sharers: dict[str, tuple[PodRef, ...]]) -> None:
-        self._sharers = sharers
-
-    def holders(self) -> dict[str, PodRef]:
-        return {}
-
-    def sharers(self) -> dict[str, tuple[PodRef, ...]]:
-        return self._sharers
-
-    def stop(self) -> None:
-        return None
 
 
 def profile_with(base: str, processes: list[dict[str, Any]], **group: Any) -> SimProfile:
@@ -62,16 +36,8 @@ def profile_with(base: str, processes: list[dict[str, Any]], **group: Any) -> Si
     return SimProfile.model_validate(data)
 
 
-def nvml(profile: SimProfile) -> tuple[FakeNvml, NvmlBackend, Clock]:
-    clock = Clock()
-    fake = FakeNvml(profile, clock)
-    backend = open_nvml(fake)
-    assert isinstance(backend, NvmlBackend)
-    return fake, backend, clock
-
-
 def gpu_uuids(profile: SimProfile) -> list[str]:
-    _, backend, _ = nvml(profile)
+    _, backend, _ = simulated_nvml(profile)
     return [d.identity.uuid for d in backend.devices()]
 
 
@@ -100,7 +66,7 @@ def test_running_processes_are_pynvmls_objects_in_bytes_with_not_available_as_no
             {"gpu": 0, "pid": 12, "memory_used_bytes": None, "sm_share": 0.5},
         ],
     )
-    fake, _, _ = nvml(profile)
+    fake, _, _ = simulated_nvml(profile)
     running = fake.nvmlDeviceGetComputeRunningProcesses(fake.nvmlDeviceGetHandleByIndex(0))
     assert [(p.pid, p.usedGpuMemory) for p in running] == [(11, 3 * GIB), (12, None)]
     assert running[0].gpuInstanceId == 0xFFFFFFFF  # not in MIG
@@ -108,7 +74,7 @@ def test_running_processes_are_pynvmls_objects_in_bytes_with_not_available_as_no
 
 
 def test_process_samples_are_nvmls_newer_than_the_timestamp_then_not_found() -> None:
-    fake, _, clock = nvml(load_profile("h100x8"))
+    fake, _, clock = simulated_nvml(load_profile("h100x8"))
     handle = fake.nvmlDeviceGetHandleByIndex(7)  # a steady 95 % load
     samples = fake.nvmlDeviceGetProcessUtilization(handle, 0)
     assert {s.pid for s in samples} == {4107}
@@ -121,7 +87,7 @@ def test_process_samples_are_nvmls_newer_than_the_timestamp_then_not_found() -> 
 
 
 def test_per_process_utilization_is_not_supported_where_nvml_lacks_it() -> None:
-    fake, _, _ = nvml(load_profile("h100-mig"))
+    fake, _, _ = simulated_nvml(load_profile("h100-mig"))
     gpu0 = fake.nvmlDeviceGetHandleByIndex(0)  # MIG mode
     with pytest.raises(pynvml.NVMLError_NotSupported):
         fake.nvmlDeviceGetProcessUtilization(gpu0, 0)
@@ -130,7 +96,7 @@ def test_per_process_utilization_is_not_supported_where_nvml_lacks_it() -> None:
         fake.nvmlDeviceGetProcessUtilization(mig, 0)
     assert [p.pid for p in fake.nvmlDeviceGetComputeRunningProcesses(mig)] == [5102]
     assert [p.gpuInstanceId for p in fake.nvmlDeviceGetComputeRunningProcesses(gpu0)] == [2, 3]
-    old, _, _ = nvml(profile_with("h100x8", [], process_utilization=False))
+    old, _, _ = simulated_nvml(profile_with("h100x8", [], process_utilization=False))
     with pytest.raises(pynvml.NVMLError_NotSupported):
         old.nvmlDeviceGetProcessUtilization(old.nvmlDeviceGetHandleByIndex(0), 0)
 
@@ -154,7 +120,7 @@ def test_a_profile_refuses_processes_that_cannot_be() -> None:
 
 
 def test_sm_share_is_the_mean_of_the_cycles_samples_and_zero_without_new_ones() -> None:
-    _, backend, clock = nvml(load_profile("h100x8"))
+    _, backend, clock = simulated_nvml(load_profile("h100x8"))
     gpu1 = backend.devices()[1]  # two time-sliced processes: 75 % and 25 % of the load
     first = {p.pid: p for p in gpu1.processes([])}
     assert first[4201].sm_utilization_ratio == pytest.approx(3 * first[4202].sm_utilization_ratio, abs=0.02)
@@ -167,7 +133,7 @@ def test_sm_share_is_the_mean_of_the_cycles_samples_and_zero_without_new_ones() 
 
 
 def test_mig_processes_are_read_per_mig_device_without_utilization() -> None:
-    _, backend, _ = nvml(load_profile("h100-mig"))
+    _, backend, _ = simulated_nvml(load_profile("h100-mig"))
     gpu0 = backend.devices()[0]
     gpu0.read()
     migs = gpu0.mig_instances()
@@ -189,7 +155,7 @@ def collect_processes(
     sharers: dict[str, tuple[PodRef, ...]] | None = None,
     cycles: int = 1,
 ) -> tuple[SampleIndex, NvmlBackend]:
-    _, backend, clock = nvml(profile)
+    _, backend, clock = simulated_nvml(profile)
     logs = ContainerLogNames(rootfs, 10.0) if rootfs else None
     collector = GpuCollector(
         backend,
@@ -290,7 +256,7 @@ def test_a_process_without_known_memory_still_gets_its_utilization(tmp_path: Pat
 
 
 def test_a_lost_gpu_reports_no_processes_and_the_others_carry_on(tmp_path: Path) -> None:
-    fake, backend, _ = nvml(load_profile("h100x8"))
+    fake, backend, _ = simulated_nvml(load_profile("h100x8"))
     fake.fail_gpu(0)
     collector = GpuCollector(
         backend,
@@ -314,7 +280,7 @@ def test_a_time_sliced_gpus_energy_follows_its_holders_sm_use_and_sums_to_the_gp
     (links / f"infer-b_ml_server-{CID_B}.log").touch()
     profile = load_profile("h100x8")
     gpu1 = gpu_uuids(profile)[1]
-    _, backend, clock = nvml(profile)
+    _, backend, clock = simulated_nvml(profile)
     collector = GpuCollector(
         backend,
         EVERYTHING,
@@ -340,7 +306,7 @@ def test_a_time_sliced_gpus_energy_follows_its_holders_sm_use_and_sums_to_the_gp
 
 def test_pynvmls_success_without_samples_reads_as_no_new_samples(caplog: pytest.LogCaptureFixture) -> None:
     # pynvml raises NVMLError(SUCCESS) when the driver answers the sizing call with no samples.
-    fake, backend, _ = nvml(load_profile("h100x8"))
+    fake, backend, _ = simulated_nvml(load_profile("h100x8"))
 
     def no_samples(handle: object, timeStamp: int) -> list[object]:  # noqa: N803
         raise pynvml.NVMLError(pynvml.NVML_SUCCESS)
@@ -369,7 +335,7 @@ def test_process_series_pass_promtool(tmp_path: Path) -> None:
 
 
 def test_a_mig_gpu_whose_mig_devices_are_not_read_reports_no_process_count(tmp_path: Path) -> None:
-    _, backend, _ = nvml(load_profile("h100-mig"))
+    _, backend, _ = simulated_nvml(load_profile("h100-mig"))
     procfs = write_procfs(tmp_path, {5102: "0::/\n", 5201: "0::/\n"})
     collector = GpuCollector(
         backend, EVERYTHING, EVERYTHING, enable_mig=False, processes=GpuProcessWriter(10, procfs, None)
@@ -396,7 +362,7 @@ def test_sm_weights_split_by_holders_processes_or_fall_back_to_equal() -> None:
 
 def test_a_driver_without_the_v3_call_answers_through_v2() -> None:
     # pynvml's unversioned call raises its own mismatch error (not an NVMLError) on such a driver.
-    fake, backend, _ = nvml(load_profile("h100x8"))
+    fake, backend, _ = simulated_nvml(load_profile("h100x8"))
 
     def v3_missing(handle: object) -> list[object]:
         raise pynvml.NVMLLibraryMismatchError("Unversioned function called")

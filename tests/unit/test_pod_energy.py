@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from simulated_gpus import EVERYTHING, INFER_A, INFER_B, Sharers, simulated_nvml
 
 from esnode_agent.collectors.gpu import GpuCollector
 from esnode_agent.collectors.pod_energy import GpuShares, PodGpuEnergy, apportion
 from esnode_agent.cycle.samples import SampleIndex, SampleSink
-from esnode_agent.gpu.nvml_backend import NvmlBackend, open_nvml
-from esnode_agent.gpu.sim_backend import FakeNvml
 from esnode_agent.gpu.sim_profile import load_profile
-from esnode_agent.gpu.visibility import DeviceList
 from esnode_agent.podresources.pod_ref import PodRef
 
-EVERYTHING = DeviceList(everything=True)
 TRAINER = PodRef("ml", "trainer-0", "main")
-INFER_A = PodRef("ml", "infer-a", "server")
-INFER_B = PodRef("ml", "infer-b", "server")
 SMALL = PodRef("dev", "notebook", "jupyter")
-
-
-class Sharers:
-    """The pod-resources refresher's two maps, fixed."""
-
-    def __init__(self, sharers: dict[str, tuple[PodRef, ...]]) -> None:
-        self._sharers = sharers
-
-    def holders(self) -> dict[str, PodRef]:
-        return {}
-
-    def sharers(self) -> dict[str, tuple[PodRef, ...]]:
-        return self._sharers
-
-    def stop(self) -> None:
-        return None
 
 
 def test_apportioned_parts_sum_to_the_whole() -> None:
@@ -57,10 +36,7 @@ def test_first_sight_and_a_driver_reload_add_nothing() -> None:
 def run(
     profile: str, sharers: dict[str, tuple[PodRef, ...]], seconds: float
 ) -> tuple[SampleIndex, SampleIndex]:
-    clock = [100.0]
-    fake = FakeNvml(load_profile(profile), lambda: clock[0])
-    backend = open_nvml(fake)
-    assert isinstance(backend, NvmlBackend)
+    fake, backend, clock = simulated_nvml(load_profile(profile))
     ids = {d.identity.index: d.identity.uuid for d in backend.devices()}
     mig_ids = (
         [
@@ -77,8 +53,8 @@ def run(
     first, last = SampleSink(0.0), SampleSink(1.0)
     collector.collect(first)
     for _ in range(int(seconds)):
-        clock[0] += 1
-        last = SampleSink(clock[0])
+        clock.now += 1
+        last = SampleSink(clock.now)
         collector.collect(last)
     collector.close()
     return SampleIndex(first.samples), SampleIndex(last.samples)
