@@ -16,7 +16,14 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from esnode_agent.config.model import AgentConfig
-from esnode_operator.api.models import AgentSettings, FleetSpec, GpuOptions, PowerCapping, ReportSettings
+from esnode_operator.api.models import (
+    AgentSettings,
+    FleetSpec,
+    GpuOptions,
+    OtlpPush,
+    PowerCapping,
+    ReportSettings,
+)
 from esnode_operator.children.agent_config import agent_settings
 
 # (fleet model, its field) -> the agent config key it sets (children/agent_config.py).
@@ -36,7 +43,14 @@ PAIRS: list[tuple[type[BaseModel], str, str]] = [
     (PowerCapping, "hold_seconds", "power_capping_hold_seconds"),
     (PowerCapping, "step_watts", "power_capping_step_watts"),
     (FleetSpec, "metrics_auth", "metrics_auth"),
+    (OtlpPush, "interval_seconds", "otlp_interval_seconds"),
+    (OtlpPush, "timeout_seconds", "otlp_timeout_seconds"),
+    (OtlpPush, "insecure_skip_verify", "otlp_insecure_skip_verify"),
 ]
+# Every optional section on, so that the keys each renders are checked too.
+ALL_ON = FleetSpec.model_validate(
+    {"otlp": {"endpoint": "https://c:4318", "tlsSecret": {"name": "s", "clientCertificate": True}}}
+)
 
 
 def _interval(field: FieldInfo) -> tuple[float, bool, float, bool]:
@@ -82,7 +96,7 @@ def test_the_fleet_is_no_looser_than_the_agent_and_defaults_alike(
 
 
 def test_every_fleet_setting_the_operator_renders_is_held_here() -> None:
-    rendered = set(agent_settings(FleetSpec()))
+    rendered = set(agent_settings(FleetSpec())) | set(agent_settings(ALL_ON))
     held = {key for _, _, key in PAIRS}
     fixed_by_the_operator = {"listen_address", "path_procfs", "path_sysfs", "path_rootfs", "node_condition"}
     # The fleet says "all" where an agent run by hand reads NVIDIA_VISIBLE_DEVICES; the agent's own
@@ -94,5 +108,9 @@ def test_every_fleet_setting_the_operator_renders_is_held_here() -> None:
     fixed_by_the_operator.add("power_capping_state_dir")
     # With spec.metricsTLS, the web config the operator renders beside esnode.toml.
     fixed_by_the_operator.add("web_config_file")
+    # spec.otlp.tlsSecret's files, projected into the config volume (children/agent_otlp.py).
+    fixed_by_the_operator |= {"otlp_ca_file", "otlp_cert_file", "otlp_key_file"}
+    # Required in the fleet (no default to agree on), checked by the agent's own OtlpEndpoint type.
+    fixed_by_the_operator.add("otlp_endpoint")
     collector_switches = {key for key in rendered if key.startswith("enable_") and key != "enable_gpu_mig"}
     assert rendered - held - fixed_by_the_operator - collector_switches == set()

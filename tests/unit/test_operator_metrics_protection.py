@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleet_children import children
+from kubelet_view import kubelet_writes
 from pydantic import ValidationError
 from tls_material import make_tls_material
 
@@ -19,25 +21,14 @@ from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import CONFIG_FILE_ENV, load_config
 from esnode_agent.serve.kube_auth import PROBE_PATHS
 from esnode_agent.serve.web_config import load_web_config
-from esnode_operator.api.fleet import Fleet
 from esnode_operator.api.models import FleetSpec
-from esnode_operator.children.desired import Children, desired_children
+from esnode_operator.children.desired import Children
 from esnode_operator.kube import KubeError
 from esnode_operator.names import CONFIG_FILE_NAME, CONFIG_MOUNT_PATH
 from esnode_operator.reconcile.auth_delegation import AuthDelegation
 
 TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 PROTECTION_FIELDS = {"scheme", "tlsConfig", "bearerTokenFile", "authorization", "basicAuth"}
-
-
-def children(spec: dict[str, Any]) -> Children:
-    body = {
-        "apiVersion": "esnode.io/v1alpha1",
-        "kind": "EsnodeFleet",
-        "metadata": {"name": "gpus", "namespace": "monitoring", "uid": "uid-1", "generation": 1},
-        "spec": spec,
-    }
-    return desired_children(Fleet.from_body(body))
 
 
 def endpoint(rendered: Children) -> dict[str, Any]:
@@ -58,25 +49,6 @@ def config_volume(rendered: Children) -> dict[str, Any]:
     mounts = {m["name"]: m["mountPath"] for m in agent_container(rendered)["volumeMounts"]}
     assert mounts["config"] == CONFIG_MOUNT_PATH
     return dict(volumes["config"])
-
-
-def kubelet_writes(
-    volume: dict[str, Any], configmap: dict[str, Any], secret: dict[str, Path], root: Path
-) -> None:
-    """The files the kubelet puts in the volume: a ConfigMap's keys, a projected Secret's items."""
-    sources = (
-        volume["projected"]["sources"] if "projected" in volume else [{"configMap": volume["configMap"]}]
-    )
-    for source in sources:
-        if "configMap" in source:
-            assert source["configMap"]["name"] == configmap["metadata"]["name"]
-            for key, text in configmap["data"].items():
-                (root / key).write_text(text)
-        else:
-            for item in source["secret"]["items"]:
-                target = root / item["path"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(secret[item["key"]].read_bytes())
 
 
 def agent_config(rendered: Children, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AgentConfig:

@@ -3,15 +3,11 @@ real loopback HTTP server answering as a receiver under load does (503, 429 with
 
 from __future__ import annotations
 
-import http.server
 import logging
 import ssl
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,6 +15,7 @@ import pytest
 from collecting import collect
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_CUMULATIVE, Metric
+from otlp_receiver import receiving
 
 from esnode_agent.collectors.gpu_specs import PLAIN as GPU
 from esnode_agent.config.model import AgentConfig
@@ -112,45 +109,6 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_seconds(None, now=0.0) is None
 
 
-class _Receiver:
-    """A loopback HTTP server answering each POST with the next scripted status (then 200)."""
-
-    def __init__(self, statuses: list[tuple[int, dict[str, str]]]) -> None:
-        self.statuses = statuses
-        self.bodies: list[bytes] = []
-        self.headers: list[dict[str, str]] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                receiver.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-                receiver.headers.append(dict(self.headers))
-                status, headers = receiver.statuses.pop(0) if receiver.statuses else (200, {})
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/metrics"
-
-
-@contextmanager
-def _receiving(statuses: list[tuple[int, dict[str, str]]]) -> Iterator[_Receiver]:
-    receiver = _Receiver(statuses)
-    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
-
-
 class _Waits:
     """The pusher's sleep, recorded and returned at once."""
 
@@ -177,7 +135,7 @@ def _wait_for(pusher: OtlpPusher, finished: int) -> None:
 
 def test_503_and_429_are_retried_with_backoff_honouring_retry_after() -> None:
     waits = _Waits()
-    with _receiving([(503, {}), (429, {"Retry-After": "12"})]) as receiver:
+    with receiving([(503, {}), (429, {"Retry-After": "12"})]) as receiver:
         pusher = _pusher(receiver.url, waits, headers={"Authorization": "Bearer s3cret"})
         pusher.start()
         pusher.offer(_snapshot(1, 300, 100))
@@ -202,7 +160,7 @@ def test_503_and_429_are_retried_with_backoff_honouring_retry_after() -> None:
 def test_a_receiver_that_keeps_failing_costs_one_push_not_the_rest(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="esnode_agent.otlp.push")
     waits = _Waits()
-    with _receiving([(503, {})] * 5 + [(400, {})]) as receiver:
+    with receiving([(503, {})] * 5 + [(400, {})]) as receiver:
         pusher = _pusher(receiver.url, waits)
         pusher.start()
         pusher.offer(_snapshot(1, 300, 100))  # 5 x 503: given up
@@ -224,7 +182,7 @@ def test_a_receiver_that_keeps_failing_costs_one_push_not_the_rest(caplog: pytes
 
 def test_a_full_queue_drops_its_oldest_snapshots_and_counts_them() -> None:
     waits = _Waits()
-    with _receiving([]) as receiver:
+    with receiving([]) as receiver:
         pusher = _pusher(receiver.url, waits)
         for sequence in range(1, QUEUE_SNAPSHOTS + 3):  # the pusher is not running yet: a stalled one
             pusher.offer(_snapshot(sequence, 300, 100 * sequence))

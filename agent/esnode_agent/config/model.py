@@ -48,7 +48,8 @@ _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 # A cycle costs about 4 ms of CPU: 0.1 s keeps a misconfigured agent under a twentieth of a core
 # (1e-9 s was accepted and logged 2,000 warnings a second).
 MIN_SCRAPE_INTERVAL_SECONDS = 0.1
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
+HTTP_HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # RFC 9110 token; the operator's CRD uses it
+_HEADER_NAME = re.compile(HTTP_HEADER_NAME_PATTERN)
 # Keys whose values a config error never echoes.
 SECRET_KEYS = frozenset({"otlp_headers"})
 
@@ -124,9 +125,9 @@ def _check_header_names(headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
     return headers
 
 
-def _check_otlp_endpoint(url: str | None) -> str | None:
-    if url is not None:
-        _check_urls((url,))
+def check_otlp_endpoint(url: str) -> str:
+    """An http(s) URL with a host, no user info, query or fragment; raises ValueError saying why."""
+    _check_urls((url,))
     return url
 
 
@@ -136,6 +137,8 @@ MetricNames = Annotated[
 ]
 ModelNameByTarget = Annotated[dict[str, str], NoDecode, BeforeValidator(_name_by_target)]
 GpuUuidsByTarget = Annotated[dict[str, tuple[str, ...]], NoDecode, BeforeValidator(_uuids_by_target)]
+# Public: the operator's EsnodeFleet checks spec.otlp.endpoint with the agent's own rule.
+OtlpEndpoint = Annotated[str, AfterValidator(check_otlp_endpoint)]
 # Values are secrets (API keys): SecretStr keeps them out of `esnode-agent config`, reprs and errors.
 OtlpHeaders = Annotated[
     dict[str, SecretStr], NoDecode, BeforeValidator(_otlp_headers), AfterValidator(_check_header_names)
@@ -450,7 +453,7 @@ class AgentConfig(BaseModel):
         return split_host_port(self.listen_address)
 
     # OTLP push (docs/otlp.md): opt-in; each cycle's snapshot pushed as OTLP metrics over HTTP.
-    otlp_endpoint: Annotated[str | None, AfterValidator(_check_otlp_endpoint)] = Field(
+    otlp_endpoint: OtlpEndpoint | None = Field(
         None, description="OTLP/HTTP receiver; /v1/metrics is appended unless the path ends in it; unset: off"
     )
     otlp_interval_seconds: float = Field(

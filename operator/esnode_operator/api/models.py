@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic.alias_generators import to_camel
 
 from esnode_agent import __version__
-from esnode_agent.config.model import MIN_SCRAPE_INTERVAL_SECONDS
+from esnode_agent.config.model import HTTP_HEADER_NAME_PATTERN, MIN_SCRAPE_INTERVAL_SECONDS, OtlpEndpoint
 
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/esnode/esnode-agent"
 DEFAULT_POD_RESOURCES_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
@@ -439,6 +439,77 @@ class AgentSettings(CamelModel):
     )
 
 
+# ---- OTLP push (docs/otlp.md): every agent pushes its cycles to a receiver ------------------------
+# The apiserver's early check of an endpoint's shape; the agent's own rule (OtlpEndpoint) decides,
+# and what passes this but not that holds the fleet with InvalidSpec.
+_OTLP_ENDPOINT_SHAPE = r"(?i)^https?://[^/?#@\\s]+(/[^?#\\s]*)?$"
+_OTLP_ENDPOINT_MESSAGE = (
+    "otlp.endpoint must be an http(s) URL with a host, without user info, query or fragment"
+)
+MAX_OTLP_HEADERS = 16
+
+
+class OtlpHeader(CamelModel):
+    """A header sent with every push; the kubelet reads its value from a Secret (never in the ConfigMap)."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=HTTP_HEADER_NAME_PATTERN)]
+    secret_key_ref: SecretKeySelector = Field(
+        description="The value, written as in OTEL_EXPORTER_OTLP_HEADERS: percent-encoded (%2C for a comma)"
+    )
+
+
+class OtlpTLSSecret(CamelModel):
+    """A Secret in the fleet's namespace, mounted read-only into the agents' pods."""
+
+    name: DnsName = Field(description="Holds ca.crt, the CA that verifies the receiver's certificate")
+    client_certificate: bool = Field(
+        False, description="It also holds tls.crt and tls.key, which the agents present (mutual TLS)"
+    )
+
+
+class OtlpPush(CamelModel):
+    """The agents push each cycle as OTLP metrics over HTTP, beside being scraped."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(  # header names are case-insensitive: the receiver would see one header twice
+                "!has(self.headers) || self.headers.all(h, "
+                "self.headers.filter(o, o.name.lowerAscii() == h.name.lowerAscii()).size() == 1)",
+                "otlp.headers names a header twice (names are case-insensitive)",
+                ".headers",
+            )
+        )
+    )
+
+    endpoint: OtlpEndpoint = Field(
+        max_length=2048,
+        description="OTLP/HTTP receiver, e.g. http://otel-collector.monitoring:4318; /v1/metrics is appended "
+        "unless the path ends in it",
+        json_schema_extra=validations(cel(f"self.matches('{_OTLP_ENDPOINT_SHAPE}')", _OTLP_ENDPOINT_MESSAGE)),
+    )
+    interval_seconds: float = Field(
+        60.0, ge=MIN_SCRAPE_INTERVAL_SECONDS, le=3600, description="Push at most this often, a cycle's values"
+    )
+    timeout_seconds: float = Field(10.0, gt=0, le=300, description="Timeout of one push request")
+    headers: list[OtlpHeader] = Field(
+        default=[],
+        max_length=MAX_OTLP_HEADERS,
+        description="Sent with every push, e.g. Authorization; values from Secrets, as env of the agents' pods",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    tls_secret: OtlpTLSSecret | None = Field(
+        None, description="CA (and client certificate); unset: system CAs"
+    )
+    insecure_skip_verify: bool = Field(False, description="Accept any receiver certificate (testing only)")
+
+    @model_validator(mode="after")
+    def _distinct_header_names(self) -> OtlpPush:
+        names = [header.name.lower() for header in self.headers]
+        if len(set(names)) != len(names):
+            raise ValueError("otlp.headers names a header twice (names are case-insensitive)")
+        return self
+
+
 class FleetSpec(CamelModel):
     """What an EsnodeFleet asks for. An empty spec is valid: agents on every node, defaults throughout."""
 
@@ -521,6 +592,9 @@ class FleetSpec(CamelModel):
         None,
         alias="metricsTLS",  # to_camel would say metricsTls
         description="Serve the agents' endpoints over HTTPS; unset: plain HTTP",
+    )
+    otlp: OtlpPush | None = Field(
+        None, description="Push the agents' metrics to an OTLP receiver; unset: off"
     )
 
     @model_validator(mode="after")

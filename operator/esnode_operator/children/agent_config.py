@@ -11,6 +11,7 @@ from pydantic_settings import EnvSettingsSource, SettingsError
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.config.sources import ENV_PREFIX
 from esnode_operator.api.models import FleetSpec
+from esnode_operator.children.agent_otlp import otlp_settings
 from esnode_operator.children.agent_web_config import WEB_CONFIG_PATH
 from esnode_operator.children.toml_text import Scalar, dumps_flat
 
@@ -60,6 +61,8 @@ def agent_settings(spec: FleetSpec) -> dict[str, Any]:
         settings["web_config_file"] = WEB_CONFIG_PATH
     if spec.agent.collector_timeout_seconds is not None:
         settings["collector_timeout_seconds"] = spec.agent.collector_timeout_seconds
+    if spec.otlp is not None:
+        settings.update(otlp_settings(spec.otlp))
     if spec.power_envelope.default_watts is not None:
         settings["node_power_envelope_watts"] = spec.power_envelope.default_watts
     gpu = dict(spec.gpu)

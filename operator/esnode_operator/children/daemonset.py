@@ -6,7 +6,9 @@ import posixpath
 from typing import Any
 
 from esnode_operator.api.fleet import Fleet, adopted
+from esnode_operator.api.models import FleetSpec
 from esnode_operator.children.agent_config import CAPPING_STATE_DIR, HOST_PROC, HOST_ROOT, HOST_SYS
+from esnode_operator.children.agent_otlp import OTLP_TLS_FOLDER, otlp_header_env, otlp_tls_keys
 from esnode_operator.children.agent_web_config import TLS_FOLDER, TLS_KEYS
 from esnode_operator.children.placement import EnvelopeGroup, envelope_groups, merged_affinity
 from esnode_operator.children.service import agent_pod_selector
@@ -37,7 +39,10 @@ _HOST_MOUNTS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
 
 def build_daemonsets(fleet: Fleet, config_hash: str) -> list[dict[str, Any]]:
     """One DaemonSet per envelope group; raises PlacementError when the overrides cannot be placed."""
-    return [_daemonset(fleet, group, config_hash) for group in envelope_groups(fleet.spec.power_envelope, fleet.spec.node_selector)]
+    return [
+        _daemonset(fleet, group, config_hash)
+        for group in envelope_groups(fleet.spec.power_envelope, fleet.spec.node_selector)
+    ]
 
 
 def _daemonset(fleet: Fleet, group: EnvelopeGroup, config_hash: str) -> dict[str, Any]:
@@ -139,6 +144,8 @@ def _env(fleet: Fleet, group: EnvelopeGroup) -> list[dict[str, Any]]:
     }
     if group.watts is not None:
         env[ENVELOPE_ENV] = {"value": repr(float(group.watts))}
+    if fleet.spec.otlp is not None:
+        env.update(otlp_header_env(fleet.spec.otlp))
     for user in fleet.spec.env:
         env[user.name] = user.model_dump(mode="json", exclude_none=True, exclude={"name"})
     return [{"name": name, **source} for name, source in env.items()]
@@ -158,14 +165,26 @@ def _volumes(fleet: Fleet) -> list[dict[str, Any]]:
 
 
 def _config_volume(fleet: Fleet) -> dict[str, Any]:
-    """The ConfigMap; over TLS with the Secret's certificate and key projected beside it, in tls/."""
+    """The ConfigMap, with the TLS Secrets' files projected beside it (mounted read-only, as a whole)."""
     configmap = {"name": configmap_name(fleet.name)}
-    tls = fleet.spec.metrics_tls
-    if tls is None:
+    secrets = _tls_secret_files(fleet.spec)
+    if not secrets:
         return {"name": "config", "configMap": configmap}
-    items = [{"key": key, "path": f"{TLS_FOLDER}/{key}"} for key in TLS_KEYS]
-    secret = {"name": tls.secret_name, "items": items}
-    return {"name": "config", "projected": {"sources": [{"configMap": configmap}, {"secret": secret}]}}
+    sources = [{"configMap": configmap}, *({"secret": secret} for secret in secrets)]
+    return {"name": "config", "projected": {"sources": sources}}
+
+
+def _tls_secret_files(spec: FleetSpec) -> list[dict[str, Any]]:
+    """Projected Secret sources: spec.metricsTLS's certificate and key in tls/, spec.otlp's in otlp/."""
+    wanted: list[tuple[str, str, tuple[str, ...]]] = []
+    if spec.metrics_tls is not None:
+        wanted.append((spec.metrics_tls.secret_name, TLS_FOLDER, TLS_KEYS))
+    if spec.otlp is not None and spec.otlp.tls_secret is not None:
+        wanted.append((spec.otlp.tls_secret.name, OTLP_TLS_FOLDER, otlp_tls_keys(spec.otlp.tls_secret)))
+    return [
+        {"name": name, "items": [{"key": key, "path": f"{folder}/{key}"} for key in keys]}
+        for name, folder, keys in wanted
+    ]
 
 
 def _volume_mounts(fleet: Fleet) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ _WAITING_HINTS = {
     "ErrImagePull": "check spec.image and spec.imagePullSecrets",
     "InvalidImageName": "check spec.image",
     "CrashLoopBackOff": "see the agent's log: kubectl logs -n {namespace} {pod}",
-    "CreateContainerConfigError": "check spec.env references",
+    "CreateContainerConfigError": "check the references in spec.env and spec.otlp.headers",
     "CreateContainerError": "see kubectl describe pod -n {namespace} {pod}",
     "RunContainerError": "see kubectl describe pod -n {namespace} {pod}",
 }
