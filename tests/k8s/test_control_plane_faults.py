@@ -176,7 +176,8 @@ def test_an_apiserver_killed_and_restarted_converges_and_agents_report_again(
     reporting_fleet: tuple[Cluster, Agents],
 ) -> None:
     cluster, agents = reporting_fleet
-    subprocess.run([str(TESTENV), "restart", "--kill", "kube-apiserver"], check=True, timeout=180)
+    with cluster.outage():  # `restart` returns once /readyz is ok
+        subprocess.run([str(TESTENV), "restart", "--kill", "kube-apiserver"], check=True, timeout=180)
     back = time.monotonic()
     agents.restart("kwok-node-3", LOW_ENVELOPE_WATTS)  # a breach that starts after the restart
     converged(cluster, "the breach after a restart", reporting(cluster, "faults", 3, 1), timeout=120)

@@ -77,7 +77,7 @@ def cluster(installed: Env, namespace: str, tmp_path: Path) -> Iterator[Cluster]
     ):
         yield running
     log = (tmp_path / "operator" / "operator.log").read_text()
-    assert not refusals(log), refusals(log)
+    assert not refusals(log, running.outages), refusals(log, running.outages)
 
 
 def can_i(cluster: Cluster, account: str) -> Callable[..., str]:

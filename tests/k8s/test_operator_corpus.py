@@ -80,6 +80,16 @@ REFUSED: list[Case] = [
     ("memory-in-words", {"resources": {"limits": {"memory": "lots"}}}, "spec.resources.limits.memory"),
     ("host-network-text", {"hostNetwork": "yes"}, "spec.hostNetwork"),
     ("collector-text", {"collectors": {"gpu": "maybe"}}, "spec.collectors.gpu"),
+    ("otlp-no-endpoint", {"otlp": {}}, "spec.otlp.endpoint"),
+    ("otlp-endpoint-ftp", {"otlp": {"endpoint": "ftp://collector:4318"}}, "spec.otlp.endpoint"),
+    ("otlp-endpoint-password", {"otlp": {"endpoint": "https://user:secret@collector:4318"}}, "spec.otlp.endpoint"),
+    ("otlp-interval-zero", {"otlp": {"endpoint": "http://collector:4318", "intervalSeconds": 0}},
+     "spec.otlp.intervalSeconds"),
+    ("otlp-header-twice", {"otlp": {"endpoint": "http://collector:4318", "headers": [
+        {"name": "Authorization", "secretKeyRef": {"name": "otlp", "key": "a"}},
+        {"name": "authorization", "secretKeyRef": {"name": "otlp", "key": "b"}}]}}, "spec.otlp.headers"),
+    ("otlp-tls-secret-upper", {"otlp": {"endpoint": "https://collector:4318", "tlsSecret": {"name": "Bad_Name"}}},
+     "spec.otlp.tlsSecret.name"),
     ("unknown-field", {"bogus": 1}, "spec.bogus"),
 ]  # fmt: skip
 # The name rules sit on the root (CEL cannot point a fieldPath into metadata): they say "name".
@@ -135,6 +145,8 @@ HELD: list[Held] = [
      "ApplyRejected", "fieldPath"),
     ("env-from-nothing", {"env": [{"name": "X", "valueFrom": {}}]}, "ApplyRejected", "valueFrom"),
     ("affinity-typo", {"affinity": {"nodeAffinity": "yes"}}, "ApplyFailed", "DaemonSet"),
+    # The schema's check of an endpoint's shape lets this through; the agent's own rule does not.
+    ("otlp-endpoint-broken-ipv6", {"otlp": {"endpoint": "http://[::1:4318"}}, "InvalidSpec", "otlp.endpoint"),
 ]  # fmt: skip
 
 
