@@ -32,6 +32,7 @@ REFUSED: list[Case] = [
     ("port-too-big", {"port": 70000}, "spec.port"),
     ("port-text", {"port": "http"}, "spec.port"),
     ("interval-tiny", {"scrapeIntervalSeconds": 0.001}, "spec.scrapeIntervalSeconds"),
+    ("interval-zero", {"scrapeIntervalSeconds": 0}, "spec.scrapeIntervalSeconds"),  # an integer under 0.1
     ("interval-huge", {"scrapeIntervalSeconds": 99999}, "spec.scrapeIntervalSeconds"),
     ("pull-sometimes", {"imagePullPolicy": "Sometimes"}, "spec.imagePullPolicy"),
     ("image-space", {"image": "my agent:1"}, "spec.image"),

@@ -168,3 +168,19 @@ def test_the_reserved_fleet_name_is_the_one_whose_agents_would_take_the_operator
         for v in fleet_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
     ]
     assert any(f"'{RESERVED_FLEET_NAME}'" in rule for rule in rules)
+
+
+def test_every_fractional_numeric_bound_is_also_a_rule() -> None:
+    """kube-apiserver checks an integer value against a fractional minimum truncated (0 passed
+    ``minimum: 0.1``): such bounds are CEL rules too, and every bound the models declare is kept."""
+    fractional = []
+    for path, node in _nodes(_root_schema()):
+        rules = [v["rule"] for v in node.get("x-kubernetes-validations", [])]
+        for key, op in (("minimum", ">"), ("maximum", "<")):
+            bound = node.get(key)
+            if isinstance(bound, float) and not bound.is_integer():
+                strict = node.get(f"exclusive{key.capitalize()}", False)
+                assert f"self {op}{'' if strict else '='} {bound!r}" in rules, (path, rules)
+                fractional.append(path)
+    assert ".spec.scrapeIntervalSeconds" in fractional
+    assert ".spec.otlp.intervalSeconds" in fractional

@@ -49,6 +49,8 @@ def _convert(node: Schema, definitions: Schema) -> Schema:
     if "const" in node:
         out["enum"] = [node["const"]]
     out.update(_exclusive_bounds(node))
+    if out.get("type") == "number":
+        _rule_fractional_bounds(out)
     if node.get("type") == "object":
         out.update(_convert_object(node, definitions))
     if node.get("type") == "array" and "items" in node:
@@ -103,6 +105,23 @@ def _exclusive_bounds(node: Schema) -> Schema:
     if "exclusiveMaximum" in node:
         out.update(maximum=node["exclusiveMaximum"], exclusiveMaximum=True)
     return out
+
+
+def _rule_fractional_bounds(out: Schema) -> None:
+    """The apiserver checks an integer value against ``minimum``/``maximum`` truncated to an integer
+    (0 passed ``minimum: 0.1``, measured on kube-apiserver 1.35): a fractional bound is also a CEL
+    rule, which compares as numbers."""
+    rules = []
+    for key, flag, compare, says in (
+        ("minimum", "exclusiveMinimum", (">=", ">"), ("at least", "greater than")),
+        ("maximum", "exclusiveMaximum", ("<=", "<"), ("at most", "less than")),
+    ):
+        bound = out.get(key)
+        if isinstance(bound, float) and not bound.is_integer():
+            strict = bool(out.get(flag))
+            rules.append({"rule": f"self {compare[strict]} {bound!r}", "message": f"must be {says[strict]} {bound!r}"})
+    if rules:
+        out.setdefault("x-kubernetes-validations", []).extend(rules)
 
 
 def _convert_object(node: Schema, definitions: Schema) -> Schema:
