@@ -141,6 +141,7 @@ def pushing(installed: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             timeout=90,
         )
         yield Pushing(cluster, prometheus, proxy, processes, _agents(processes, namespace, spec["port"]))
+        assert processes.errors == []  # every pod started, with every Secret and ConfigMap key found
         log = cluster.log.read_text()
         assert not refusals(log, cluster.outages), refusals(log, cluster.outages)
 
