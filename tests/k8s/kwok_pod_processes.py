@@ -3,7 +3,8 @@
 kwok marks pods Running without running anything. This runner watches the pods of the agent
 DaemonSets and of the chart's operator Deployment and, for each one on a kwok node, starts the
 container's console script (the image's entrypoint) as the kubelet would: the pod's args and env
-(fieldRefs resolved), its ConfigMap, Secret and projected volumes written out as files (and the
+(fieldRefs resolved, secretKeyRefs and configMapKeyRefs read through the API, $(NAME) expanded as
+the kubelet does), its ConfigMap, Secret and projected volumes written out as files (and the
 paths in an agent's web config file translated to them), hostPath volumes mapped to
 this machine (the kubelet's directory to the node's own, with its pod-resources server), and a
 token of its ServiceAccount bound to the pod. What a pod's own network namespace would give, a
@@ -30,6 +31,7 @@ import child_process
 import grpc  # type: ignore[import-untyped]
 import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from loopback_endpointslices import LoopbackEndpointSlices
 from loopback_guard import require_loopback
 
@@ -46,7 +48,9 @@ SELECTORS = (
     "app.kubernetes.io/component=uninstall",  # the chart's pre-delete hook pod
 )
 KUBELET_DIR = "/var/lib/kubelet"
-ESNODE_HOST_DIR = "/var/lib/esnode"  # the capper's state (children/daemonset.py): per node, never this machine's
+ESNODE_HOST_DIR = (
+    "/var/lib/esnode"  # the capper's state (children/daemonset.py): per node, never this machine's
+)
 GPU_RESOURCE = "nvidia.com/gpu"
 TOKEN_AUDIENCE = "https://kubernetes.default.svc.cluster.local"  # scripts/testenv's issuer
 POLL_SECONDS = 0.5
@@ -178,8 +182,12 @@ class KwokPodProcesses:
         }
         # Pods of a namespace being deleted (another test's) are on their way out: no token can be
         # made for them there, and no kubelet would start them.
-        leaving = {n.metadata.name for n in self.core.list_namespace().items if n.status.phase == "Terminating"}
-        pods = [p for p in self.core.list_pod_for_all_namespaces().items if p.metadata.namespace not in leaving]
+        leaving = {
+            n.metadata.name for n in self.core.list_namespace().items if n.status.phase == "Terminating"
+        }
+        pods = [
+            p for p in self.core.list_pod_for_all_namespaces().items if p.metadata.namespace not in leaving
+        ]
         for name in kwok_nodes:
             self._node(name).kubelet.assign(
                 [p for p in pods if p.spec.node_name == name and p.status.phase == "Running"]
@@ -209,7 +217,10 @@ class KwokPodProcesses:
                     self._terminated(pod, code)
                     continue
             if uid not in self.running:  # (re)started, as the kubelet would
-                self.running[uid] = self._launch(pod)
+                try:
+                    self.running[uid] = self._launch(pod)
+                except LookupError as exc:  # this pod's missing Secret or key: the others still start
+                    self.errors.append(str(exc))
 
     def _node(self, name: str) -> Node:
         if name not in self.nodes:
@@ -251,7 +262,7 @@ class KwokPodProcesses:
             "PATH": f"{BIN}:/usr/bin:/bin",
             "HOME": str(root),
             "KUBECONFIG": str(self._token(pod, root)),
-            **{k: _translate(v, mounts) for k, v in _env(pod, container).items()},
+            **{k: _translate(v, mounts) for k, v in self._env(pod, container).items()},
         }
         args = [str(ENTRYPOINTS[_image_name(container.image)]), *(container.args or [])]
         ip = pod.status.pod_ip
@@ -263,6 +274,50 @@ class KwokPodProcesses:
         log = root / "process.log"
         process = child_process.start(args, log, env=env, cwd=root)
         return Running(process, name, pod.spec.node_name, ip, log)
+
+    def _env(self, pod: Any, container: Any) -> dict[str, str]:
+        """The container's env as the kubelet makes it: in order, a literal value expanded from the
+        variables defined before it, a valueFrom read as it is (an optional key that is missing
+        defines nothing; a missing required one fails the start, as CreateContainerConfigError)."""
+        env: dict[str, str] = {}
+        for var in container.env or []:
+            if var.value_from is None:
+                env[var.name] = expand(var.value or "", env)
+                continue
+            value = self._value_from(pod, var.value_from)
+            if value is not None:
+                env[var.name] = value
+        return env
+
+    def _value_from(self, pod: Any, source: Any) -> str | None:
+        if source.field_ref is not None:
+            return _field(pod, source.field_ref.field_path)
+        kind, ref = (
+            ("Secret", source.secret_key_ref)
+            if source.secret_key_ref
+            else ("ConfigMap", source.config_map_key_ref)
+        )
+        if ref is None:
+            raise NotImplementedError(f"env valueFrom {source} (resourceFieldRef) is not run here")
+        try:
+            value = self._data(kind, ref.name, pod.metadata.namespace).get(ref.key)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            value = None
+        if value is None and not ref.optional:
+            raise LookupError(
+                f"{pod.metadata.name}: {kind} {ref.name} has no key {ref.key} (CreateContainerConfigError)"
+            )
+        return None if value is None else value.decode()
+
+    def _data(self, kind: str, name: str, namespace: str) -> dict[str, bytes]:
+        """A ConfigMap's or Secret's keys and their values."""
+        if kind == "ConfigMap":
+            configmap = self.core.read_namespaced_config_map(name, namespace)
+            return {k: v.encode() for k, v in (configmap.data or {}).items()}
+        secret = self.core.read_namespaced_secret(name, namespace)
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
     def _mounts(self, pod: Any, container: Any, root: Path) -> dict[str, str]:
         """Container mount path -> where it is on this machine."""
@@ -293,12 +348,7 @@ class KwokPodProcesses:
 
     def _write_source(self, kind: str, name: str, items: Any, namespace: str, target: Path) -> None:
         """A ConfigMap's or Secret's keys as files, or only its items, at their paths."""
-        if kind == "ConfigMap":
-            configmap = self.core.read_namespaced_config_map(name, namespace)
-            data = {k: v.encode() for k, v in (configmap.data or {}).items()}
-        else:
-            secret = self.core.read_namespaced_secret(name, namespace)
-            data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        data = self._data(kind, name, namespace)
         paths = {item.key: item.path for item in items} if items else {k: k for k in data}
         for key, path in paths.items():
             (target / path).parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +379,7 @@ def _image_name(image: str) -> str:
     return image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
 
 
-def _env(pod: Any, container: Any) -> dict[str, str]:
+def _field(pod: Any, path: str) -> str:
     fields = {
         "spec.nodeName": pod.spec.node_name,
         "metadata.name": pod.metadata.name,
@@ -338,13 +388,31 @@ def _env(pod: Any, container: Any) -> dict[str, str]:
         "status.hostIP": pod.status.host_ip,
         "spec.serviceAccountName": pod.spec.service_account_name,
     }
-    env = {}
-    for var in container.env or []:
-        if var.value is not None:
-            env[var.name] = var.value
-        elif var.value_from is not None and var.value_from.field_ref is not None:
-            env[var.name] = fields[var.value_from.field_ref.field_path]
-    return env
+    return str(fields[path])
+
+
+def expand(value: str, defined: dict[str, str]) -> str:
+    """The kubelet's $(NAME) expansion (k8s.io/kubernetes third_party/forked/golang/expansion): a
+    defined NAME gives its value, an undefined one stays `$(NAME)`, `$$` is a literal `$`, and any
+    other `$` (an unclosed `$(` too) stays as it is."""
+    out, cursor = [], 0
+    while cursor < len(value):
+        char = value[cursor]
+        if char != "$" or cursor + 1 == len(value):
+            out.append(char)
+            cursor += 1
+        elif value[cursor + 1] == "$":
+            out.append("$")
+            cursor += 2
+        elif value[cursor + 1] == "(" and ")" in value[cursor + 2 :]:
+            end = value.index(")", cursor + 2)
+            name = value[cursor + 2 : end]
+            out.append(defined.get(name, f"$({name})"))
+            cursor = end + 1
+        else:
+            out.append(value[cursor : cursor + 2])
+            cursor += 2
+    return "".join(out)
 
 
 def _file_sources(volume: Any) -> list[tuple[str, str, Any]]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import http.server
 import ssl
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from http_serving import serving
 
 
 class Receiver:
@@ -53,10 +54,5 @@ def receiving(
     statuses: list[tuple[int, dict[str, str]]], tls: ssl.SSLContext | None = None
 ) -> Iterator[Receiver]:
     receiver = Receiver(statuses, tls)
-    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(receiver.server):
         yield receiver
-    finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
