@@ -35,7 +35,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from esnode_agent.capping.peak import RecentDraws
+from esnode_agent.capping.peak import RecentDraws, at_limit
 from esnode_agent.capping.share import GpuPower, Policy, next_limits, node_wanted_watts
 from esnode_agent.config.model import AgentConfig
 from esnode_agent.gpu.sim_demand import Demand, Diurnal, TrainingSteps, Wave
@@ -162,7 +162,7 @@ def _agent(node: Node, draws: list[float], t: float, hysteresis_watts: float, ho
 
 
 def _gpu_power(recent: RecentDraws, uuid: str, t: float, draw_watts: float, limit_watts: float) -> GpuPower:
-    window = recent.add(uuid, t, draw_watts, limit_watts)
+    window = recent.add(uuid, t, draw_watts, at_limit(draw_watts, limit_watts))
     return GpuPower(
         uuid, draw_watts, window.peak_watts, window.held_back, limit_watts, MIN_WATTS, DEFAULT_WATTS
     )

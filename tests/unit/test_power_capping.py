@@ -11,7 +11,7 @@ import pytest
 
 from esnode_agent.capping.collector import PowerCappingCollector
 from esnode_agent.capping.controller import STATE_CAPPING, STATE_IDLE, STATE_NO_ENVELOPE, PowerCapper
-from esnode_agent.capping.peak import RecentDraws
+from esnode_agent.capping.peak import RecentDraws, at_limit
 from esnode_agent.capping.share import GpuPower, Policy, next_limits, node_wanted_watts
 from esnode_agent.capping.state_file import StateFile
 from esnode_agent.capping.wiring import build_capper, capper_for
@@ -46,7 +46,7 @@ OTHER_WATTS = 400.0  # the rest of the node: CPUs, fans
 
 def _gpu(uuid: str, draw: float, limit: float = 700.0, peak: float | None = None) -> GpuPower:
     peak = draw if peak is None else peak
-    return GpuPower(uuid, draw, peak, peak >= limit - 5, limit, 200.0, 700.0)
+    return GpuPower(uuid, draw, peak, at_limit(peak, limit), limit, 200.0, 700.0)
 
 
 def _power_of(gpus: list[GpuPower]) -> float:
@@ -68,7 +68,7 @@ class SimulatedNode:
         gpus = []
         for uuid, demand in self.demands.items():
             draw = min(demand, self.limits[uuid])
-            recent = self.recent.add(uuid, self.now, draw, self.limits[uuid])
+            recent = self.recent.add(uuid, self.now, draw, at_limit(draw, self.limits[uuid]))
             gpus.append(
                 GpuPower(uuid, draw, recent.peak_watts, recent.held_back, self.limits[uuid], 200, 700)
             )
@@ -251,6 +251,23 @@ def test_a_gpu_without_a_reading_still_counts_in_the_sum_of_limits(tmp_path: Pat
     capper.step(Snapshot(1, 0.0, 0.0, SampleIndex([*samples, node]), ()))
     handles = [fake.nvmlDeviceGetHandleByIndex(i) for i in range(len(devices))]
     assert sum(fake.nvmlDeviceGetEnforcedPowerLimit(h) for h in handles) <= (4000.0 - 50.0) * 1000
+
+
+def test_a_gpu_its_power_cap_slows_is_held_back_though_it_draws_under_its_limit(tmp_path: Path) -> None:
+    """A real GPU at its cap averages a little under it; NVML's power-cap clock reason says so."""
+    fake, clock, devices = _server(tmp_path)
+    capper = _capper(devices, tmp_path, clock, envelope=3500.0)  # 3450 W for the GPUs
+    samples = []
+    for device in devices:
+        labels = (str(device.identity.index), device.identity.uuid)
+        samples.append(Sample(PLAIN.power, labels, 400.0))  # each wants 412 W
+        capped = device.identity.index == 0
+        samples.append(Sample(PLAIN.throttle, (*labels, "power"), 1.0 if capped else 0.0))
+    node = Sample(NODE_POWER, (), 8 * 400.0)
+    capper.step(Snapshot(1, 0.0, 0.0, SampleIndex([*samples, node]), ()))
+    limits = [fake.nvmlDeviceGetEnforcedPowerLimit(fake.nvmlDeviceGetHandleByIndex(i)) for i in range(8)]
+    assert limits[0] > max(limits[1:]) + 100_000  # the room left goes to the one held back first
+    assert sum(limits) <= 3450_000
 
 
 def test_close_restores_every_limit_it_set_and_forgets_them(tmp_path: Path) -> None:

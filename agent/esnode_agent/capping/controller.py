@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from esnode_agent.capping.peak import RecentDraws
+from esnode_agent.capping.peak import RecentDraws, at_limit
 from esnode_agent.capping.share import GpuPower, Policy, next_limits, node_wanted_watts
 from esnode_agent.capping.state_file import CappingState, ChangedLimit, StateFile
 from esnode_agent.collectors.gpu_specs import PLAIN as GPU
@@ -67,6 +67,12 @@ class CapperView:
     disabled: dict[str, tuple[int, str]] = field(default_factory=dict)  # uuid -> (index, reason)
     actions: Counter[str] = field(default_factory=Counter)
     wanted_watts: float | None = None  # the node power the GPUs' recent peaks need (with an envelope)
+
+
+def _power_capped(snapshot: Snapshot) -> set[str]:
+    """GPUs whose clocks the power cap holds down this cycle (NVML's software power cap reason)."""
+    throttled = snapshot.samples.named(GPU.throttle.name)
+    return {s.label("uuid") for s in throttled if s.label("reason") == "power" and s.value >= 1}
 
 
 def restore_recorded(state_file: StateFile, devices: Sequence[PowerLimitDevice]) -> int:
@@ -181,7 +187,10 @@ class PowerCapper:
         now = self._clock()
         # A GPU without a reading counts as drawing nothing: the rest of the node is taken to draw
         # what that GPU does, never less, and the GPU's limit still counts in the sum.
-        powers = [self._gpu_power(cap, draws.get(cap.device.identity.uuid, 0.0), now) for cap in self._gpus]
+        powers = [
+            self._gpu_power(cap, draws.get(cap.device.identity.uuid, 0.0), _power_capped(snapshot), now)
+            for cap in self._gpus
+        ]
         may_raise = self._last_cut is None or now - self._last_cut >= self._hold_seconds
         policy = Policy(self._envelope(), self._hysteresis_watts, self._step_watts)
         changes = next_limits(powers, node_power, policy, may_raise)
@@ -202,10 +211,11 @@ class PowerCapper:
                 self._last_cut = now
             cut_refused = cut_refused or (kind is None and watts < limits[uuid])
 
-    def _gpu_power(self, cap: GpuCap, draw_watts: float, now: float) -> GpuPower:
+    def _gpu_power(self, cap: GpuCap, draw_watts: float, power_capped: set[str], now: float) -> GpuPower:
         uuid = cap.device.identity.uuid
         limit = cap.ceiling_watts if cap.esnode_watts is None else cap.esnode_watts
-        recent = self._recent.add(uuid, now, draw_watts, limit)
+        held_back = uuid in power_capped or at_limit(draw_watts, limit)
+        recent = self._recent.add(uuid, now, draw_watts, held_back)
         return GpuPower(
             uuid,
             draw_watts,
