@@ -187,9 +187,9 @@ class PowerCapper:
         now = self._clock()
         # A GPU without a reading counts as drawing nothing: the rest of the node is taken to draw
         # what that GPU does, never less, and the GPU's limit still counts in the sum.
+        capped = _power_capped(snapshot)
         powers = [
-            self._gpu_power(cap, draws.get(cap.device.identity.uuid, 0.0), _power_capped(snapshot), now)
-            for cap in self._gpus
+            self._gpu_power(cap, draws.get(cap.device.identity.uuid, 0.0), capped, now) for cap in self._gpus
         ]
         may_raise = self._last_cut is None or now - self._last_cut >= self._hold_seconds
         policy = Policy(self._envelope(), self._hysteresis_watts, self._step_watts)
