@@ -100,6 +100,14 @@ def test_edges_are_written_early(change: dict[str, Any], reason: str) -> None:
     assert POLICY.reason_to_write(report(), 100.0, report(**change), 106.0) == reason
 
 
+def test_a_move_of_what_a_capping_node_wants_is_written_early() -> None:
+    wanted = report().model_copy(update={"power_wanted_watts": 3400.0})
+    assert POLICY.reason_to_write(wanted, 100.0, report(), 106.0) == "wanted power moved"  # capping off
+    moved = wanted.model_copy(update={"power_wanted_watts": 3500.0})
+    assert POLICY.reason_to_write(wanted, 100.0, moved, 106.0) == "wanted power moved"
+    assert POLICY.reason_to_write(wanted, 100.0, wanted, 106.0) is None
+
+
 def test_small_moves_wait_for_the_heartbeat() -> None:
     assert POLICY.reason_to_write(report(), 100.0, report(power=3040.0), 130.0) is None
     assert POLICY.reason_to_write(report(), 100.0, report(power=3040.0), 160.0) == "heartbeat"

@@ -16,7 +16,7 @@ from esnode_operator.metrics import OperatorMetrics
 from esnode_operator.power.budget import node_bounds
 from esnode_operator.power.fleet_budget import RAISE_INTERVAL_SECONDS, FleetBudget, budget_condition
 from esnode_operator.power.fleet_loop import PowerStatus, keep_power_status
-from esnode_operator.power.summary import NodeEntry
+from esnode_operator.power.summary import NodeEntry, node_entry
 
 NOW = 1_800_000_000.0
 BUDGET = PowerBudget(total_watts=9000.0, floor_watts=1000.0, ceiling_watts=5000.0)
@@ -73,6 +73,24 @@ def test_a_budget_below_demand_is_written_within_the_budget_and_then_holds() -> 
         assert shares.step(BUDGET, nodes, NOW + second).writes == []
 
 
+def test_a_capping_node_is_shared_what_it_says_it_wants_when_that_is_more_than_its_power() -> None:
+    """Its GPUs' peaks do not coincide and its idle GPUs hold their minimum limits: its power
+    understates what its limits need, and its agent reports that as powerWantedWatts."""
+    wanting = node("wanting", 3000.0).model_dump(by_alias=True, mode="json")
+    body = {
+        "metadata": {"name": "wanting"},
+        "spec": {"fleet": "f"},
+        "status": {**wanting, "powerWantedWatts": 4000.0},
+    }
+    entry = node_entry(body)
+    assert entry is not None and entry.power_wanted_watts == 4000.0
+    step = FleetBudget().step(BUDGET, [entry, node("plain", 3000.0)], NOW)
+    envelopes = dict(step.writes)
+    assert (envelopes["wanting"] or 0) >= 4000.0 + 0.05 * 5000.0  # its want and the margin
+    assert (envelopes["wanting"] or 0) > (envelopes["plain"] or 0)
+    assert sum(w for w in envelopes.values() if w is not None) <= 9000.0
+
+
 def test_cuts_go_first_and_a_raise_waits_for_its_interval_and_the_room() -> None:
     shares = FleetBudget()
     nodes = apply([node("a", 4000.0), node("b", 1000.0)], [("a", 5000.0), ("b", 3000.0)])
@@ -91,6 +109,23 @@ def test_cuts_go_first_and_a_raise_waits_for_its_interval_and_the_room() -> None
     later = shares.step(BUDGET, grown, NOW + 1 + RAISE_INTERVAL_SECONDS)
     assert [name for name, _ in later.writes] == ["b"]
     assert sum(n.spec_envelope_watts or 0 for n in apply(grown, later.writes)) <= 9000.0
+
+
+def test_a_raise_waits_until_the_cut_that_makes_its_room_is_in_force() -> None:
+    shares = FleetBudget()
+    nodes = apply([node("a", 4000.0), node("b", 1000.0)], [("a", 5000.0), ("b", 3000.0)])
+    grown = [
+        nodes[0].model_copy(update={"node_power_watts": 1000.0}),
+        nodes[1].model_copy(update={"node_power_watts": 4500.0}),
+    ]
+    step = shares.step(BUDGET, grown, NOW)
+    assert [name for name, _ in step.writes] == ["a"]  # b's room is a's, which a's agent still holds
+    written = [grown[0].model_copy(update={"spec_envelope_watts": step.writes[0][1]}), grown[1]]
+    assert shares.step(BUDGET, written, NOW + 1).writes == []  # written, not yet taken by a's agent
+    taken = apply(written, step.writes)  # a's next report shows its agent holds the cut
+    later = shares.step(BUDGET, taken, NOW + 2)
+    assert [name for name, _ in later.writes] == ["b"]
+    assert sum(n.envelope_watts or 0 for n in apply(taken, later.writes)) <= 9000.0
 
 
 def test_a_silent_node_keeps_its_envelope_and_a_stale_one_gets_its_ceiling_reserved() -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from pathlib import Path
 
 import pytest
 
 from esnode_agent.capping.collector import PowerCappingCollector
 from esnode_agent.capping.controller import STATE_CAPPING, STATE_IDLE, STATE_NO_ENVELOPE, PowerCapper
-from esnode_agent.capping.share import GpuPower, Policy, cut_limits, next_limits
+from esnode_agent.capping.peak import RecentDraws, at_limit
+from esnode_agent.capping.share import GpuPower, Policy, next_limits, node_wanted_watts
 from esnode_agent.capping.state_file import StateFile
 from esnode_agent.capping.wiring import build_capper, capper_for
 from esnode_agent.collectors.envelope import EnvelopeCollector, EnvelopeHolder
@@ -38,44 +40,130 @@ class Clock:
         return self.now
 
 
-def _gpu(uuid: str, draw: float, limit: float = 700.0, floor: float = 200.0) -> GpuPower:
-    return GpuPower(uuid, draw, limit, floor, 700.0)
+POLICY = Policy(envelope_watts=3000, hysteresis_watts=50, step_watts=25)
+OTHER_WATTS = 400.0  # the rest of the node: CPUs, fans
+
+
+def _gpu(uuid: str, draw: float, limit: float = 700.0, peak: float | None = None) -> GpuPower:
+    peak = draw if peak is None else peak
+    return GpuPower(uuid, draw, peak, at_limit(peak, limit), limit, 200.0, 700.0)
+
+
+def _power_of(gpus: list[GpuPower]) -> float:
+    return OTHER_WATTS + sum(g.draw_watts for g in gpus)
+
+
+class SimulatedNode:
+    """GPUs drawing min(demand, limit) under the rule, cycle after cycle, as the capper runs it."""
+
+    def __init__(self, demands: dict[str, float], policy: Policy = POLICY) -> None:
+        self.demands = demands
+        self.policy = policy
+        self.limits = dict.fromkeys(demands, 700.0)
+        self.recent = RecentDraws(10.0)
+        self.now = 0.0
+        self.writes = 0
+
+    def cycle(self) -> dict[str, float]:
+        gpus = []
+        for uuid, demand in self.demands.items():
+            draw = min(demand, self.limits[uuid])
+            recent = self.recent.add(uuid, self.now, draw, at_limit(draw, self.limits[uuid]))
+            gpus.append(
+                GpuPower(uuid, draw, recent.peak_watts, recent.held_back, self.limits[uuid], 200, 700)
+            )
+        changes = next_limits(gpus, _power_of(gpus), self.policy, may_raise=True)
+        self.limits.update(changes)
+        self.writes += len(changes)
+        self.now += 5.0
+        return dict(changes)
 
 
 # The rule.
-def test_cuts_sum_to_the_excess_in_proportion_to_room_above_the_floor() -> None:
-    gpus = [_gpu("a", 600), _gpu("b", 400), _gpu("c", 210)]
-    limits = cut_limits(gpus, 150.0)
-    cuts = {g.uuid: g.draw_watts - limits[g.uuid] for g in gpus}
-    assert sum(cuts.values()) == pytest.approx(150.0)
-    assert cuts["a"] == pytest.approx(2 * cuts["b"])  # room 400 W against 200 W
-    assert cuts["c"] < 5  # nearly at its floor: nearly untouched
+@pytest.mark.parametrize("seed", range(20))
+def test_the_limits_never_sum_above_the_envelope_minus_the_rest_of_the_node(seed: int) -> None:
+    rng = random.Random(seed)
+    gpus = [
+        _gpu(str(i), draw, limit=limit, peak=max(draw, rng.uniform(72, 700)))
+        for i in range(8)
+        for limit in [rng.uniform(200, 700)]
+        for draw in [rng.uniform(72, limit)]
+    ]
+    node_power = _power_of(gpus)
+    limits = {g.uuid: g.limit_watts for g in gpus}
+    share = 3000 - (node_power - sum(g.draw_watts for g in gpus)) - 50
+    for uuid, watts in next_limits(gpus, node_power, POLICY, may_raise=True).items():
+        before = sum(limits.values())
+        limits[uuid] = watts  # applied in order, as the capper applies them
+        assert sum(limits.values()) <= max(share, before)  # a write adds watts only within the share
+    assert sum(limits.values()) <= share
+    assert all(200 <= watts <= 700 for watts in limits.values())
 
 
-def test_no_limit_goes_below_the_floor_and_an_idle_gpu_is_not_cut() -> None:
-    gpus = [_gpu("a", 500), _gpu("idle", 72)]
-    limits = cut_limits(gpus, 10_000.0)
-    assert limits == {"a": 200.0}
+def test_cuts_come_first_so_the_sum_holds_between_two_writes() -> None:
+    gpus = [_gpu("busy", 600, limit=600), _gpu("idle", 100, limit=1200 - 600, peak=100)]
+    changes = list(next_limits(gpus, 400 + 700, Policy(1600, 50, 25), may_raise=True).items())
+    limits = {g.uuid: g.limit_watts for g in gpus}
+    for uuid, watts in changes:
+        limits[uuid] = watts
+        assert sum(limits.values()) <= 1200 - 50  # never above the share, even after the first write
+    assert [uuid for uuid, _ in changes] == ["idle", "busy"]
 
 
-def test_the_band_between_target_and_envelope_changes_nothing() -> None:
-    policy = Policy(envelope_watts=3000, hysteresis_watts=50, step_watts=25)
-    gpus = [_gpu("a", 500, limit=500)]
-    assert next_limits(gpus, 2960.0, policy, may_raise=True) == {}
-    assert next_limits(gpus, 2980.0, policy, may_raise=True)["a"] == pytest.approx(
-        470.0
-    )  # caught before over
-    assert next_limits(gpus, 2910.0, policy, may_raise=True) == {}
-    assert next_limits(gpus, 2890.0, policy, may_raise=True) == {"a": 525.0}
-    assert next_limits(gpus, 2890.0, policy, may_raise=False) == {}
-    assert next_limits(gpus, 3010.0, policy, may_raise=True)["a"] == pytest.approx(440.0)
+def test_no_limit_goes_below_the_floor_even_when_the_share_cannot_cover_the_floors() -> None:
+    gpus = [_gpu(str(i), 500) for i in range(8)]
+    limits = next_limits(gpus, _power_of(gpus), Policy(1000, 50, 25), may_raise=True)
+    assert limits == dict.fromkeys(limits, 200.0) and len(limits) == 8
 
 
-def test_a_raise_never_exceeds_the_headroom_or_the_ceiling() -> None:
-    policy = Policy(envelope_watts=3000, hysteresis_watts=50, step_watts=100)
-    gpus = [_gpu("a", 400, limit=400), _gpu("b", 690, limit=690)]
-    limits = next_limits(gpus, 2880.0, policy, may_raise=True)
-    assert limits == {"a": 435.0, "b": 700.0}  # 70 W of headroom shared; b stops at its ceiling
+def test_a_node_well_under_its_envelope_is_left_alone() -> None:
+    gpus = [_gpu(str(i), 300) for i in range(4)]
+    assert next_limits(gpus, _power_of(gpus), Policy(3400, 50, 25), may_raise=True) == {}
+
+
+def test_a_steady_overload_is_shared_once_and_then_left_alone() -> None:
+    tight = Policy(envelope_watts=2400, hysteresis_watts=50, step_watts=25)  # 1950 W for the GPUs
+    node = SimulatedNode({"a": 650.0, "b": 650.0, "c": 650.0, "d": 150.0}, tight)
+    node.cycle()
+    writes_after_first = node.writes
+    for _ in range(30):
+        node.cycle()
+    assert node.writes == writes_after_first  # no oscillation, no NVML writes on a steady load
+    assert node.limits == {"a": 583.0, "b": 583.0, "c": 583.0, "d": 200.0}  # the idle one at its floor
+
+
+def test_room_an_idle_gpu_leaves_moves_to_the_one_whose_demand_rises() -> None:
+    tight = Policy(envelope_watts=2400, hysteresis_watts=50, step_watts=25)
+    node = SimulatedNode({"a": 650.0, "b": 650.0, "c": 650.0, "d": 100.0}, tight)
+    for _ in range(6):
+        node.cycle()
+    before = dict(node.limits)
+    node.demands.update(d=650.0, a=100.0)  # the work moved from a to d
+    for _ in range(6):
+        node.cycle()
+    assert node.limits["d"] > before["d"] + 300
+    assert node.limits["a"] < before["a"] - 300
+    assert sum(node.limits.values()) <= 2400 - OTHER_WATTS - 50
+
+
+def test_limits_rise_back_when_the_envelope_grows() -> None:
+    node = SimulatedNode(dict.fromkeys("abcd", 650.0))
+    for _ in range(3):
+        node.cycle()
+    assert max(node.limits.values()) < 650
+    node.policy = Policy(envelope_watts=4000, hysteresis_watts=50, step_watts=25)
+    for _ in range(3):
+        node.cycle()
+    assert min(node.limits.values()) >= 650  # what they draw, at once: a raise is safe under the sum
+    node.policy = Policy(envelope_watts=None, hysteresis_watts=50, step_watts=25)
+    limits = [node.cycle() for _ in range(4)]  # no envelope: back up a step at a time
+    assert all(watts <= 700 for changes in limits for watts in changes.values())
+    assert node.limits == dict.fromkeys("abcd", 700.0)
+
+
+def test_the_node_wants_its_gpus_peaks_with_idle_ones_at_their_minimum() -> None:
+    gpus = [_gpu("a", 300, peak=650), _gpu("b", 100)]
+    assert node_wanted_watts(gpus, 400 + 400) == 400 + 650 + 200
 
 
 # The capper over the simulated NVML.
@@ -135,7 +223,7 @@ def test_a_steady_overload_is_cut_once_and_then_left_alone(tmp_path: Path) -> No
     assert actions[-1] == actions[2]  # no change after the first cycles: no oscillation
 
 
-def test_limits_come_back_step_by_step_when_headroom_returns(tmp_path: Path) -> None:
+def test_limits_come_back_when_the_envelope_grows(tmp_path: Path) -> None:
     fake, clock, devices = _server(tmp_path)
     holder = EnvelopeHolder(None)
     holder.offer_fleet(4000.0)
@@ -143,16 +231,43 @@ def test_limits_come_back_step_by_step_when_headroom_returns(tmp_path: Path) -> 
     for _ in range(3):
         capper.step(_snapshot(devices))
         clock.now += 1.0
-    holder.offer_fleet(8000.0)  # the fleet's budget gave this node more
-    limits = []
-    for _ in range(40):
+    assert capper.view.state == STATE_CAPPING
+    holder.offer_fleet(8000.0)  # the fleet's budget gave this node more than its GPUs can draw
+    for _ in range(3):
         capper.step(_snapshot(devices))
         clock.now += 1.0
-        limits.append(fake.nvmlDeviceGetEnforcedPowerLimit(fake.nvmlDeviceGetHandleByIndex(0)))
-    raises = [after - before for before, after in itertools.pairwise(limits) if after > before]
-    assert raises and max(raises) <= 25_000  # mW: at most one step a cycle
-    assert limits[-1] == 700_000
+    limits = [fake.nvmlDeviceGetEnforcedPowerLimit(fake.nvmlDeviceGetHandleByIndex(i)) for i in range(8)]
+    assert limits == [700_000] * 8
     assert capper.view.state == STATE_IDLE
+
+
+def test_a_gpu_without_a_reading_still_counts_in_the_sum_of_limits(tmp_path: Path) -> None:
+    fake, clock, devices = _server(tmp_path)
+    capper = _capper(devices, tmp_path, clock, envelope=4000.0)
+    full = _snapshot(devices)
+    unread = devices[0].identity.uuid
+    samples = [s for s in full.samples.named(PLAIN.power.name) if s.label("uuid") != unread]
+    node = Sample(NODE_POWER, (), full.samples.value(NODE_POWER.name) or 0.0)  # it still draws
+    capper.step(Snapshot(1, 0.0, 0.0, SampleIndex([*samples, node]), ()))
+    handles = [fake.nvmlDeviceGetHandleByIndex(i) for i in range(len(devices))]
+    assert sum(fake.nvmlDeviceGetEnforcedPowerLimit(h) for h in handles) <= (4000.0 - 50.0) * 1000
+
+
+def test_a_gpu_its_power_cap_slows_is_held_back_though_it_draws_under_its_limit(tmp_path: Path) -> None:
+    """A real GPU at its cap averages a little under it; NVML's power-cap clock reason says so."""
+    fake, clock, devices = _server(tmp_path)
+    capper = _capper(devices, tmp_path, clock, envelope=3500.0)  # 3450 W for the GPUs
+    samples = []
+    for device in devices:
+        labels = (str(device.identity.index), device.identity.uuid)
+        samples.append(Sample(PLAIN.power, labels, 400.0))  # each wants 412 W
+        capped = device.identity.index == 0
+        samples.append(Sample(PLAIN.throttle, (*labels, "power"), 1.0 if capped else 0.0))
+    node = Sample(NODE_POWER, (), 8 * 400.0)
+    capper.step(Snapshot(1, 0.0, 0.0, SampleIndex([*samples, node]), ()))
+    limits = [fake.nvmlDeviceGetEnforcedPowerLimit(fake.nvmlDeviceGetHandleByIndex(i)) for i in range(8)]
+    assert limits[0] > max(limits[1:]) + 100_000  # the room left goes to the one held back first
+    assert sum(limits) <= 3450_000
 
 
 def test_close_restores_every_limit_it_set_and_forgets_them(tmp_path: Path) -> None:
@@ -278,7 +393,8 @@ def test_a_configured_envelope_wins_over_the_fleets_for_the_capper(tmp_path: Pat
 def test_the_node_report_shows_a_capped_node(tmp_path: Path) -> None:
     _, clock, devices = _server(tmp_path)
     capper = _capper(devices, tmp_path, clock, envelope=4000.0)
-    capper.step(_snapshot(devices))
+    readings = _snapshot(devices, extra_watts=300.0)  # the rest of the node: 300 W
+    capper.step(readings)
     sink = SampleSink(0.0)
     PowerCappingCollector(capper).collect(sink)
     snapshot = Snapshot(2, 0.0, 0.0, SampleIndex(sink.samples), ())
@@ -287,6 +403,10 @@ def test_the_node_report_shows_a_capped_node(tmp_path: Path) -> None:
     assert report.capped_gpus == len(capper.view.gpus) - sum(g.esnode_watts is None for g in capper.view.gpus)
     assert report.capped_gpus > 0
     assert report.model_dump(by_alias=True)["powerCapping"] == "capping"  # the printer column's path
+    # What the fleet's budget shares by: every GPU's peak so far (its only reading) and the rest.
+    assert report.model_dump(by_alias=True)["powerWantedWatts"] == pytest.approx(
+        readings.samples.value(NODE_POWER.name), abs=0.1
+    )
 
 
 def test_advise_exports_the_limits_it_would_set_and_sets_none(tmp_path: Path) -> None:

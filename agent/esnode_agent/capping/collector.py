@@ -1,4 +1,4 @@
-"""The capper's metrics: what esnode set, its state and its actions.
+"""The capper's metrics: what esnode set, its state, its actions and the power the node wants.
 
 It reads the capper's last published view (memory only); the limit in force and the GPU's
 min/max/default limits are the GPU collector's (esnode_gpu_power_limit_*_watts).
@@ -47,6 +47,11 @@ CAPPING_ACTIONS = counter(
     "Power limit changes by kind: cut, raise, restore, refused (a GPU declined the change).",
     "kind",
 )
+WANTED = gauge(
+    "esnode_power_capping_wanted_watts",
+    "The node power the GPUs' recent peak draws (each at least its minimum limit) and the rest of the "
+    "node need: what the fleet's power budget should leave the node. Absent without an envelope.",
+)
 STATES = (STATE_IDLE, STATE_CAPPING, STATE_AT_FLOOR, STATE_BLIND, STATE_NO_ENVELOPE)
 ACTIONS = (ACTION_CUT, ACTION_RAISE, ACTION_RESTORE, ACTION_REFUSED)
 
@@ -68,5 +73,7 @@ class PowerCappingCollector:
             labels = {"gpu": str(cap.device.identity.index), "uuid": cap.device.identity.uuid}
             if cap.esnode_watts is not None:
                 sink.add(LIMIT_ESNODE, cap.esnode_watts, **labels)
+        if view.wanted_watts is not None:
+            sink.add(WANTED, view.wanted_watts)
         for uuid, (index, reason) in view.disabled.items():
             sink.add(CAPPING_DISABLED, 1, gpu=str(index), uuid=uuid, reason=reason)

@@ -13,11 +13,12 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from esnode_agent.capping.share import GpuPower, Policy, next_limits
+from esnode_agent.capping.peak import RecentDraws, at_limit
+from esnode_agent.capping.share import GpuPower, Policy, next_limits, node_wanted_watts
 from esnode_agent.capping.state_file import CappingState, ChangedLimit, StateFile
 from esnode_agent.collectors.gpu_specs import PLAIN as GPU
 from esnode_agent.collectors.node_power import NODE_POWER
@@ -65,6 +66,13 @@ class CapperView:
     gpus: tuple[GpuCap, ...] = ()
     disabled: dict[str, tuple[int, str]] = field(default_factory=dict)  # uuid -> (index, reason)
     actions: Counter[str] = field(default_factory=Counter)
+    wanted_watts: float | None = None  # the node power the GPUs' recent peaks need (with an envelope)
+
+
+def _power_capped(snapshot: Snapshot) -> set[str]:
+    """GPUs whose clocks the power cap holds down this cycle (NVML's software power cap reason)."""
+    throttled = snapshot.samples.named(GPU.throttle.name)
+    return {s.label("uuid") for s in throttled if s.label("reason") == "power" and s.value >= 1}
 
 
 def restore_recorded(state_file: StateFile, devices: Sequence[PowerLimitDevice]) -> int:
@@ -130,6 +138,7 @@ class PowerCapper:
         self._clock = clock
         self._lock = threading.Lock()  # step runs in a worker thread, close on the event loop's
         self._last_cut: float | None = None
+        self._recent = RecentDraws(hold_seconds)  # a GPU keeps room for what it drew this long
         self._closed = False
         self._recorded = CappingState()
         self.view = CapperView(mode)
@@ -175,22 +184,43 @@ class PowerCapper:
             self._publish(STATE_BLIND if node_power is None else STATE_IDLE)
             return
         draws = snapshot.samples.by_label(GPU.power.name, "uuid")
-        powers = [self._gpu_power(cap, draws) for cap in self._gpus if cap.device.identity.uuid in draws]
         now = self._clock()
+        # A GPU without a reading counts as drawing nothing: the rest of the node is taken to draw
+        # what that GPU does, never less, and the GPU's limit still counts in the sum.
+        capped = _power_capped(snapshot)
+        powers = [
+            self._gpu_power(cap, draws.get(cap.device.identity.uuid, 0.0), capped, now) for cap in self._gpus
+        ]
         may_raise = self._last_cut is None or now - self._last_cut >= self._hold_seconds
         policy = Policy(self._envelope(), self._hysteresis_watts, self._step_watts)
         changes = next_limits(powers, node_power, policy, may_raise)
-        by_uuid = {cap.device.identity.uuid: cap for cap in self._gpus}
-        for uuid, watts in changes.items():
-            if self._apply(by_uuid[uuid], watts) == ACTION_CUT:
-                self._last_cut = now
-        self._publish(self._state(node_power, policy.envelope_watts))
+        self._apply_in_order(changes, {power.uuid: power.limit_watts for power in powers}, now)
+        wanted = None if policy.envelope_watts is None else node_wanted_watts(powers, node_power)
+        self._publish(self._state(node_power, policy.envelope_watts), wanted)
 
-    def _gpu_power(self, cap: GpuCap, draws: dict[str, float]) -> GpuPower:
+    def _apply_in_order(self, changes: Mapping[str, float], limits: Mapping[str, float], now: float) -> None:
+        """Cuts come first and the raises take the room they free: a raise whose room a refused
+        cut did not free is skipped, so the limits in force never sum above the envelope's share."""
+        by_uuid = {cap.device.identity.uuid: cap for cap in self._gpus}
+        cut_refused = False
+        for uuid, watts in changes.items():
+            if cut_refused and watts > limits[uuid]:
+                continue
+            kind = self._apply(by_uuid[uuid], watts)
+            if kind == ACTION_CUT:
+                self._last_cut = now
+            cut_refused = cut_refused or (kind is None and watts < limits[uuid])
+
+    def _gpu_power(self, cap: GpuCap, draw_watts: float, power_capped: set[str], now: float) -> GpuPower:
+        uuid = cap.device.identity.uuid
         limit = cap.ceiling_watts if cap.esnode_watts is None else cap.esnode_watts
+        held_back = uuid in power_capped or at_limit(draw_watts, limit)
+        recent = self._recent.add(uuid, now, draw_watts, held_back)
         return GpuPower(
-            cap.device.identity.uuid,
-            draws[cap.device.identity.uuid],
+            uuid,
+            draw_watts,
+            recent.peak_watts,
+            recent.held_back,
             limit,
             cap.limits.min_watts,
             cap.ceiling_watts,
@@ -257,11 +287,12 @@ class PowerCapper:
         at_floor = all(cap.esnode_watts == cap.limits.min_watts for cap in self._gpus)
         return STATE_AT_FLOOR if at_floor and node_power > envelope_watts else STATE_CAPPING
 
-    def _publish(self, state: str) -> None:
+    def _publish(self, state: str, wanted_watts: float | None = None) -> None:
         self.view = CapperView(
             self._mode,
             state,
             tuple(GpuCap(c.device, c.limits, c.ceiling_watts, c.esnode_watts) for c in self._gpus),
             dict(self.view.disabled),
             Counter(self.view.actions),
+            wanted_watts,
         )

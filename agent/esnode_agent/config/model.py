@@ -376,10 +376,17 @@ class AgentConfig(BaseModel):
         "off", description="Hold node power under the envelope with GPU power limits: advise or enforce"
     )
     power_capping_hysteresis_watts: float = Field(
-        50.0, gt=0, description="Cut to this far under the envelope; raise only below twice this"
+        50.0, gt=0, description="The GPUs' limits sum to this far under the envelope minus the rest of the node"
     )
-    power_capping_hold_seconds: float = Field(30.0, ge=0, description="No raise sooner than this after a cut")
-    power_capping_step_watts: float = Field(25.0, gt=0, description="Largest raise per GPU per cycle")
+    power_capping_hold_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="A GPU keeps room for the most it drew this long; with no envelope, no raise sooner "
+        "than this after a cut",
+    )
+    power_capping_step_watts: float = Field(
+        25.0, gt=0, description="Room a GPU gets above its peak; the least change of a limit written"
+    )
     power_capping_state_dir: Path = Field(
         Path("/var/lib/esnode"), description="Where the limits esnode set are remembered, for restore"
     )

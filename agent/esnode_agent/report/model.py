@@ -65,6 +65,12 @@ class NodeReport(_Model):
         None, description="The capper's state (idle, capping, at_floor, blind, no_envelope); unset while capping is off"
     )
     capped_gpus: int = Field(0, ge=0, description="GPUs held under their own limit by esnode")
+    power_wanted_watts: float | None = Field(
+        None,
+        ge=0,
+        description="Node power the GPUs' recent peaks (each at least its minimum limit) and the rest need; "
+        "unset without capping under an envelope",
+    )
     # The GPUs' power-limit constraints, summed: the fleet budget's floor and ceiling for this node.
     gpu_power_limit_min_watts: float | None = Field(
         None, ge=0, description="Sum of the GPUs' minimum power limits (the least they can be capped to)"
@@ -136,6 +142,7 @@ def build_report(snapshot: Snapshot, node_name: str, fleet: str, heartbeat_secon
         gpus=_gpu_summaries(samples),
         power_capping=_capping_state(samples),
         capped_gpus=len({s.label("uuid") for s in samples.named(capping.LIMIT_ESNODE.name)}),
+        power_wanted_watts=_watts(samples.value(capping.WANTED.name)),
         gpu_power_limit_min_watts=_summed(samples, GPU.power_limit_min.name),
         gpu_power_limit_max_watts=_summed(samples, GPU.power_limit_max.name),
         degradation_score=len(flags),

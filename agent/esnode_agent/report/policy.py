@@ -43,6 +43,10 @@ def _edge(last: NodeReport, current: NodeReport, power_step_watts: float) -> str
         ("gpu count changed", current.gpu_count != last.gpu_count),
         ("degradation changed", current.degradation_flags != last.degradation_flags),
         ("power moved", _power_moved(last.node_power_watts, current.node_power_watts, power_step_watts)),
+        (
+            "wanted power moved",  # the fleet's budget shares by it
+            _power_moved(last.power_wanted_watts, current.power_wanted_watts, power_step_watts),
+        ),
     )
     return next((reason for reason, changed in changes if changed), None)
 

@@ -325,10 +325,21 @@ class PowerCapping(CamelModel):
         "off", description="off; advise: compute and export the limits; enforce: set them (restored on exit)"
     )
     hysteresis_watts: float = Field(
-        50.0, gt=0, le=MAX_WATTS, description="Cut to this far under the envelope; raise only below twice this"
+        50.0,
+        gt=0,
+        le=MAX_WATTS,
+        description="The GPUs' limits sum to this far under the envelope minus the rest of the node",
     )
-    hold_seconds: float = Field(30.0, ge=0, le=3600, description="No raise sooner than this after a cut")
-    step_watts: float = Field(25.0, gt=0, le=MAX_WATTS, description="Largest raise per GPU per cycle")
+    hold_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="A GPU keeps room for the most it drew this long; with no envelope, no raise sooner "
+        "than this after a cut",
+    )
+    step_watts: float = Field(
+        25.0, gt=0, le=MAX_WATTS, description="Room a GPU gets above its peak; the least change of a limit written"
+    )
 
 
 # ---- issue 15: scrapes behind Kubernetes' own authn/authz, and over TLS ---------------------------

@@ -8,7 +8,8 @@ The rule, in order, never handing out more than the budget in total:
 3. Every reporting node gets its floor (what its GPUs draw at their minimum limits plus the rest of
    the node: ``node_bounds``). When the remaining budget cannot cover the floors, the floors are still given (an
    agent cannot cap below them) and ``covers_floors`` is False: the fleet says so in a condition.
-4. What is left goes first to each node's want (its power now plus a margin, at most its ceiling),
+4. What is left goes first to each node's want (its power now, or what its capping agent says it
+   wants when that is more, plus a margin, at most its ceiling),
    in proportion to the wants when they do not all fit; then any remainder in proportion to each
    node's room up to its ceiling, so that a node whose demand grows finds room at once.
 
@@ -39,6 +40,9 @@ class NodeDemand:
     ceiling_watts: float  # GPUs at their default limits plus the rest (or the fleet's ceiling)
     static_envelope_watts: float | None = None
     last_envelope_watts: float | None = None
+    # What a capping agent says its GPUs' recent peaks (an idle one at its minimum limit) and the rest
+    # of the node need: more than its power when its GPUs' peaks do not coincide or some idle.
+    wanted_watts: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,7 @@ def _reserved(node: NodeDemand) -> float | None:
 
 def _want(node: NodeDemand, margin_ratio: float) -> float:
     power = node.power_watts if node.power_watts is not None else node.ceiling_watts
+    power = max(power, node.wanted_watts or 0.0)
     return min(node.ceiling_watts, power + margin_ratio * node.ceiling_watts)
 
 

@@ -4,7 +4,9 @@ Each period the budget is shared afresh (``share_budget``), then ``settle`` keep
 envelope where the new share is within the deadband, so a steady fleet writes nothing. Writes are
 bounded and ordered for the feed's sake: cuts go first and at once (they make the room), a raise
 waits until the node's last raise is ``RAISE_INTERVAL_SECONDS`` old, and a raise is written only
-when every written envelope still sums to at most the budget.
+when the envelopes in force still sum to at most the budget with it: a cut counts once the node's
+report shows its agent holds it, so the agents' limits, which sum to at most their envelopes, sum to
+at most the budget even while envelopes travel.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def node_demand(entry: NodeEntry, budget: PowerBudget, now_seconds: float) -> No
         name=entry.node,
         reporting=reporting(entry, now_seconds),
         power_watts=entry.node_power_watts,
+        wanted_watts=entry.power_wanted_watts,
         floor_watts=floor,
         ceiling_watts=ceiling,
         static_envelope_watts=static,
@@ -88,7 +91,7 @@ class FleetBudget:
             d.name for d in demands if d.static_envelope_watts is None and d.reporting is Reporting.FRESH
         }
         cuts = [(n, w) for n, w in sorted(target.items()) if n in dynamic and w < written.get(n, w + 1)]
-        held = {**written, **dict(cuts)}
+        held = _in_force({**written, **dict(cuts)}, nodes)
         raises: list[tuple[str, float | None]] = []
         for name, watts in sorted(target.items()):
             if name not in dynamic or watts <= held.get(name, 0.0) or not self._may_raise(name, now_seconds):
@@ -104,6 +107,13 @@ class FleetBudget:
     def written(self, name: str, watts: float | None, previous: float | None, now_seconds: float) -> None:
         if watts is not None and (previous is None or watts > previous):
             self._raised_at[name] = now_seconds
+
+
+def _in_force(written: Mapping[str, float], nodes: Iterable[NodeEntry]) -> dict[str, float]:
+    """Each written envelope, or the larger one its agent still holds: a cut is in force only once
+    the node's report shows it, so no raise is written on room the node may still draw."""
+    holding = {e.node: e.envelope_watts for e in nodes if e.envelope_watts is not None}
+    return {name: max(watts, holding.get(name, watts)) for name, watts in written.items()}
 
 
 def budget_summary(

@@ -38,6 +38,7 @@ class NodeEntry(BaseModel):
     envelope_watts: float | None = None
     spec_envelope_watts: float | None = None
     capped_gpus: int = 0
+    power_wanted_watts: float | None = None  # what the node's capper needs: the budget shares by it
     # The node's floor and ceiling under a budget: its GPUs' limit constraints, summed.
     gpu_power_limit_min_watts: float | None = None
     gpu_power_limit_max_watts: float | None = None
