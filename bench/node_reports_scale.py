@@ -359,11 +359,13 @@ def main() -> int:
         try:
             asyncio.run(bench(kubeconfig, namespace, uid, args))
         finally:
-            subprocess.run(
-                [str(Path(_testenv_module().load_state()["bin_dir"]) / "kubectl"), f"--kubeconfig={kubeconfig}",
-                 "delete", "namespace", namespace, "--wait=false"],
-                check=False, capture_output=True,
-            )  # fmt: skip
+            kubectl_binary = str(Path(_testenv_module().load_state()["bin_dir"]) / "kubectl")
+            for what in (["namespace", namespace], ["nodes", "-l", f"{BENCH_LABEL}={BENCH_LABEL_VALUE}"]):
+                subprocess.run(
+                    [kubectl_binary, f"--kubeconfig={kubeconfig}", "delete", *what, "--wait=false"],
+                    check=False,
+                    capture_output=True,
+                )  # the Nodes too: a second run on the same control plane creates them again
     return 0
 
 
