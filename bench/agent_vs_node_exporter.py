@@ -84,9 +84,24 @@ def web_config(directory: Path) -> Path:
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
         [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
         ],
         check=True,
         capture_output=True,
@@ -275,7 +290,12 @@ def run(args: argparse.Namespace, web_config_file: Path | None) -> int:
             verify=verify,
         )
         measured = measure(
-            "esnode-agent", f"{scheme}://127.0.0.1:{agent_port}/metrics", agent.pid, args.seconds, cycle_cpu, verify=verify
+            "esnode-agent",
+            f"{scheme}://127.0.0.1:{agent_port}/metrics",
+            agent.pid,
+            args.seconds,
+            cycle_cpu,
+            verify=verify,
         )
     finally:
         for process in (agent, exporter):

@@ -103,9 +103,20 @@ def _export_rate(path: Path, seconds_back: float) -> tuple[int, float]:
 def _agent_rss(history: bool, seconds: float, workdir: Path) -> int:
     flags = ["--gpu-backend", "sim:h100x8", "--scrape-interval", "1", "--listen-address", "127.0.0.1:0"]
     if history:
-        flags += ["--enable-local-tsdb", "--local-tsdb-path", str(workdir / "tsdb"), "--local-tsdb-flush-seconds", "5"]
+        flags += [
+            "--enable-local-tsdb",
+            "--local-tsdb-path",
+            str(workdir / "tsdb"),
+            "--local-tsdb-flush-seconds",
+            "5",
+        ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESNODE_")}
-    process = subprocess.Popen([sys.executable, "-m", "esnode_agent", *flags], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "esnode_agent", *flags],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(seconds)
         return int(Path(f"/proc/{process.pid}/statm").read_text().split()[1]) * PAGE_BYTES
@@ -131,16 +142,26 @@ def main() -> None:
         rss_on = _agent_rss(True, args.agent_seconds, Path(tmp))
     write_ms = append_ms + flush_ms * INTERVAL_SECONDS / FLUSH_SECONDS
     print(f"series per cycle           {series}")
-    print(f"history                    {args.hours:g} h at {INTERVAL_SECONDS:g} s: {samples} samples, {size / 2**20:.1f} MiB")
+    print(
+        f"history                    {args.hours:g} h at {INTERVAL_SECONDS:g} s: {samples} samples, {size / 2**20:.1f} MiB"
+    )
     print(f"bytes per sample on disk   {size / samples:.2f}   (target <= 4)")
-    print(f"48 h at 5 s would take     {size / samples * series * 48 * 3600 / INTERVAL_SECONDS / 2**20:.0f} MiB of the 2048 MiB default")
+    print(
+        f"48 h at 5 s would take     {size / samples * series * 48 * 3600 / INTERVAL_SECONDS / 2**20:.0f} MiB of the 2048 MiB default"
+    )
     print(f"collection cycle CPU       {cycle_cpu_ms:.2f} ms (anchor)")
-    print(f"history write CPU / cycle  {write_ms:.2f} ms = append {append_ms:.2f} + flush {flush_ms:.1f} / {FLUSH_SECONDS / INTERVAL_SECONDS:g}")
+    print(
+        f"history write CPU / cycle  {write_ms:.2f} ms = append {append_ms:.2f} + flush {flush_ms:.1f} / {FLUSH_SECONDS / INTERVAL_SECONDS:g}"
+    )
     print(f"  write / cycle ratio      {write_ms / cycle_cpu_ms:.2f}")
-    print(f"  write / 5 s interval     {write_ms / (INTERVAL_SECONDS * 1000):.3%} of one core (off the loop, in its thread)")
+    print(
+        f"  write / 5 s interval     {write_ms / (INTERVAL_SECONDS * 1000):.3%} of one core (off the loop, in its thread)"
+    )
     print(f"export 1 h                 {one_hour[0]} samples, {one_hour[1]:,.0f} samples/s")
     print(f"export {args.hours:g} h                {whole[0]} samples, {whole[1]:,.0f} samples/s")
-    print(f"agent RSS history off/on   {rss_off / 2**20:.1f} / {rss_on / 2**20:.1f} MiB (ratio {rss_on / rss_off:.2f})")
+    print(
+        f"agent RSS history off/on   {rss_off / 2**20:.1f} / {rss_on / 2**20:.1f} MiB (ratio {rss_on / rss_off:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -92,7 +92,9 @@ def _run(loaded: LoadedConfig, ignored_flags: Sequence[str]) -> int:
     config = loaded.config
     configure_logging(config.log_level, config.log_format)
     if ignored_flags:
-        log.warning("node_exporter flags with no esnode counterpart ignored", extra={"flags": " ".join(ignored_flags)})
+        log.warning(
+            "node_exporter flags with no esnode counterpart ignored", extra={"flags": " ".join(ignored_flags)}
+        )
     web = WebConfigWatcher(config.web_config_file) if config.web_config_file else None
     sock = bind_listener(config)
     with contextlib.suppress(KeyboardInterrupt):

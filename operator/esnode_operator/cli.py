@@ -91,14 +91,25 @@ def _parser() -> argparse.ArgumentParser:
     crds = commands.add_parser("crds", help="print the CRDs the operator needs, or write them to a folder")
     crds.add_argument("--out", type=Path, help="folder to write one YAML file per CRD group into")
     uninstall = commands.add_parser(
-        "uninstall", help="delete the fleets the operator serves and wait until they and their children are gone"
+        "uninstall",
+        help="delete the fleets the operator serves and wait until they and their children are gone",
     )
     where = uninstall.add_mutually_exclusive_group(required=True)
-    where.add_argument("-n", "--namespace", dest="namespaces", action="append", default=[],
-                       help="fleets in this namespace (repeatable)")
+    where.add_argument(
+        "-n",
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        default=[],
+        help="fleets in this namespace (repeatable)",
+    )
     where.add_argument("-A", "--all-namespaces", action="store_true", help="fleets in every namespace")
-    uninstall.add_argument("--wait-seconds", type=float, default=120.0,
-                           help="how long to wait for them to go (default 120); exit 1 if some remain")
+    uninstall.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=120.0,
+        help="how long to wait for them to go (default 120); exit 1 if some remain",
+    )
     return parser  # fmt: skip
 
 
@@ -152,7 +163,10 @@ def _uninstall(args: argparse.Namespace) -> int:
     finally:
         api_client.close()  # type: ignore[no-untyped-call]
     if remaining:
-        print(f"{PROG} uninstall: still there after {args.wait_seconds:g} s: {', '.join(remaining)}", file=sys.stderr)
+        print(
+            f"{PROG} uninstall: still there after {args.wait_seconds:g} s: {', '.join(remaining)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

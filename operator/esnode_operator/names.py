@@ -14,7 +14,15 @@ from esnode_agent.api import (
     VERSION,
 )
 
-__all__ = ["AGENT_APP_NAME", "API_VERSION", "GROUP", "LABEL_MANAGED_BY", "NODE_KIND", "NODE_PLURAL", "VERSION"]
+__all__ = [
+    "AGENT_APP_NAME",
+    "API_VERSION",
+    "GROUP",
+    "LABEL_MANAGED_BY",
+    "NODE_KIND",
+    "NODE_PLURAL",
+    "VERSION",
+]
 
 KIND = FLEET_KIND
 PLURAL = FLEET_PLURAL

@@ -45,8 +45,15 @@ def test_backfilled_history_answers_with_what_the_agent_served(tmp_path: Path) -
     promtool = shutil.which("promtool")
     assert promtool, "promtool is required (Debian package prometheus)"
     flags = (
-        "--scrape-interval", "1", "--gpu-backend", "sim:h100x8", "--enable-local-tsdb",
-        "--local-tsdb-path", str(tmp_path / "tsdb"), "--local-tsdb-flush-seconds", "2",
+        "--scrape-interval",
+        "1",
+        "--gpu-backend",
+        "sim:h100x8",
+        "--enable-local-tsdb",
+        "--local-tsdb-path",
+        str(tmp_path / "tsdb"),
+        "--local-tsdb-flush-seconds",
+        "2",
     )
     started = time.time()
     with agent(*flags, log_path=tmp_path / "agent.log") as base_url:
@@ -65,7 +72,14 @@ def test_backfilled_history_answers_with_what_the_agent_served(tmp_path: Path) -
     workdir = tmp_path / "prometheus"
     workdir.mkdir()
     subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(tmp_path / "export.om"), str(workdir / "data")],
+        [
+            promtool,
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            str(tmp_path / "export.om"),
+            str(workdir / "data"),
+        ],
         check=True,
         capture_output=True,
         timeout=120,

@@ -28,8 +28,17 @@ async def _until(app: TopApp, pilot: object, text: str) -> str:
 
 async def test_top_shows_every_gpu_the_envelope_and_switches_panels_on_keys(tmp_path: Path) -> None:
     flags = (
-        "--scrape-interval", "1", "--gpu-backend", "sim:h100x8", "--node-power-envelope-watts", "4000",
-        "--enable-local-tsdb", "--local-tsdb-path", str(tmp_path / "tsdb"), "--local-tsdb-flush-seconds", "1",
+        "--scrape-interval",
+        "1",
+        "--gpu-backend",
+        "sim:h100x8",
+        "--node-power-envelope-watts",
+        "4000",
+        "--enable-local-tsdb",
+        "--local-tsdb-path",
+        str(tmp_path / "tsdb"),
+        "--local-tsdb-flush-seconds",
+        "1",
     )
     with agent(*flags, log_path=tmp_path / "agent.log") as base_url:
         time.sleep(3)  # a few cycles in history: the sparklines start from them
@@ -37,7 +46,9 @@ async def test_top_shows_every_gpu_the_envelope_and_switches_panels_on_keys(tmp_
         async with app.run_test(size=(80, 24)) as pilot:
             screen = await _until(app, pilot, "8 GPUs")
             assert sorted(m.group(1) for m in GPU_ROW.finditer(screen)) == [str(i) for i in range(8)]
-            assert re.search(r"^Node power [\d.]+ W of envelope 4000 W \(\d+%\) \| (OK|EXCEEDED)$", screen, re.M)
+            assert re.search(
+                r"^Node power [\d.]+ W of envelope 4000 W \(\d+%\) \| (OK|EXCEEDED)$", screen, re.M
+            )
             assert all(len(line) <= 80 for line in screen.splitlines())
             assert len(app.trends.gpu_utilization["0"]) > app.snapshots_seen  # seeded from history
 

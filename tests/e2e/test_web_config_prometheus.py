@@ -70,9 +70,13 @@ def test_prometheus_scrapes_over_tls_with_basic_auth_and_a_wrong_password_is_ref
 ) -> None:
     verify = ssl.create_default_context(cafile=str(tls.ca_cert))
     assert httpx.get(f"https://{basic_auth_agent}/metrics", verify=verify, timeout=5).status_code == 401
-    wrong = httpx.get(f"https://{basic_auth_agent}/events", verify=verify, auth=("prometheus", "nope"), timeout=5)
+    wrong = httpx.get(
+        f"https://{basic_auth_agent}/events", verify=verify, auth=("prometheus", "nope"), timeout=5
+    )
     assert wrong.status_code == 401
-    ok = httpx.get(f"https://{basic_auth_agent}/status", verify=verify, auth=("prometheus", PASSWORD), timeout=5)
+    ok = httpx.get(
+        f"https://{basic_auth_agent}/status", verify=verify, auth=("prometheus", PASSWORD), timeout=5
+    )
     assert ok.status_code == 200 and ok.headers["x-content-type-options"] == "nosniff"
     job = (
         "    scheme: https\n"

@@ -371,7 +371,10 @@ def test_uninstall_first_deletes_the_served_fleets_from_a_hook_of_its_own(
     parsed = cli._parser().parse_args(container["args"])
     assert parsed.command == "uninstall" and parsed.wait_seconds == 120
     assert [a for a in container["args"] if a.startswith("--namespace") or a == "--all-namespaces"] == scope
-    assert pod["spec"]["restartPolicy"] == "Never" and container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert (
+        pod["spec"]["restartPolicy"] == "Never"
+        and container["securityContext"]["allowPrivilegeEscalation"] is False
+    )
     (account,) = of_kind(hooks, "ServiceAccount")
     assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
     (role,) = of_kind(hooks, "ClusterRole")
@@ -381,7 +384,10 @@ def test_uninstall_first_deletes_the_served_fleets_from_a_hook_of_its_own(
     ]
     found = [(d["kind"], d["metadata"].get("namespace")) for d in hooks if d["kind"].endswith("RoleBinding")]
     assert found == bindings
-    assert _hooks(render(helm_binary, *values, "--set", "operator.uninstall.deleteFleets=false", hooks=True)) == []
+    assert (
+        _hooks(render(helm_binary, *values, "--set", "operator.uninstall.deleteFleets=false", hooks=True))
+        == []
+    )
 
 
 @pytest.mark.parametrize("case", BAD_VALUES.values(), ids=BAD_VALUES.keys())

@@ -56,10 +56,14 @@ def guarded_agent(testenv: Env, namespace: str, tmp_path: Path) -> Iterator[tupl
     try:  # the cluster-scoped grants go even when setting up fails half-way
         testenv.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
         tokens = {
-            account: testenv.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+            account: testenv.kubectl(
+                "create", "token", account, "-n", namespace, "--duration=1h"
+            ).stdout.strip()
             for account in ("esnode-agent", "prometheus", "stranger")
         }
-        kubeconfig = token_kubeconfig(testenv.kubeconfig, tokens["esnode-agent"], tmp_path / "agent.kubeconfig")
+        kubeconfig = token_kubeconfig(
+            testenv.kubeconfig, tokens["esnode-agent"], tmp_path / "agent.kubeconfig"
+        )
         with agent_process.agent(
             "--kubeconfig", str(kubeconfig), "--metrics-auth", "kubernetes",
             "--gpu-backend", "sim:h100x8", "--scrape-interval", "1",

@@ -329,7 +329,14 @@ def test_the_operator_writes_only_in_the_namespaces_it_serves(cluster: Cluster, 
     foreign = {"subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "kube-system"}]}
     for binding in ("esnode-agent-node-status", "esnode-agent-auth-delegator"):
         granted = as_identity(
-            cluster, operator, "patch", "clusterrolebinding", binding, "--type=merge", "-p", json.dumps(foreign)
+            cluster,
+            operator,
+            "patch",
+            "clusterrolebinding",
+            binding,
+            "--type=merge",
+            "-p",
+            json.dumps(foreign),
         )
         assert granted.returncode != 0, binding
         assert "lists only esnode agents' ServiceAccounts" in granted.stderr, granted.stderr

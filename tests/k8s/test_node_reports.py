@@ -237,7 +237,17 @@ def test_agents_report_and_the_fleet_shows_power_envelopes_and_stale_nodes(
         summary = power(cluster, "power")
         assert (summary["totalGpus"], summary["nodesOverEnvelope"], summary["nodesStale"]) == (24, 0, 0)
         [row] = table(cluster, "esnodefleets")
-        assert list(row) == ["NAME", "READY", "NODES", "STALE", "POWER", "OVER-ENVELOPE", "STATUS", "WHY", "AGE"]
+        assert list(row) == [
+            "NAME",
+            "READY",
+            "NODES",
+            "STALE",
+            "POWER",
+            "OVER-ENVELOPE",
+            "STATUS",
+            "WHY",
+            "AGE",
+        ]
         assert (row["NAME"], row["NODES"], row["OVER-ENVELOPE"]) == ("power", "3", "0")
         assert float(row["POWER"]) > 3 * 1000
         reports = table(cluster, "esnodenodes")

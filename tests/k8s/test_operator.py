@@ -209,7 +209,17 @@ def test_gpu_fleet_runs_agents_on_the_gpu_nodes_and_reports_ready(cluster: Clust
     assert cluster.condition("gpus", "Degraded")["status"] == "False"
     table = cluster.env.kubectl("get", "esnodefleets", "-n", cluster.namespace).stdout
     header, row = table.splitlines()
-    assert header.split() == ["NAME", "READY", "NODES", "STALE", "POWER", "OVER-ENVELOPE", "STATUS", "WHY", "AGE"]
+    assert header.split() == [
+        "NAME",
+        "READY",
+        "NODES",
+        "STALE",
+        "POWER",
+        "OVER-ENVELOPE",
+        "STATUS",
+        "WHY",
+        "AGE",
+    ]
     # NODES counts nodes reporting: kwok runs no agent, so none (test_node_reports.py runs real ones)
     assert row.split()[:3] == ["gpus", "2/2", "0"] and "Ready" in row.split()
 
@@ -382,7 +392,10 @@ REJECTED = {
     "quantity in words": ({"resources": {"limits": {"memory": "lots"}}}, "spec.resources.limits.memory"),
     "process series above the bound": ({"gpu": {"processTopN": 5000}}, "spec.gpu.processTopN"),
     "capping mode unknown": ({"powerCapping": {"mode": "on"}}, "spec.powerCapping.mode"),
-    "capping hysteresis of 0": ({"powerCapping": {"hysteresisWatts": 0}}, "spec.powerCapping.hysteresisWatts"),
+    "capping hysteresis of 0": (
+        {"powerCapping": {"hysteresisWatts": 0}},
+        "spec.powerCapping.hysteresisWatts",
+    ),
     "scrape token without metricsAuth": (
         {"serviceMonitor": {"authorization": {"credentials": {"name": "t", "key": "token"}}}},
         "serviceMonitor.authorization needs metricsAuth kubernetes",

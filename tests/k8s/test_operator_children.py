@@ -59,8 +59,18 @@ def test_what_others_add_to_a_child_is_removed_and_said_once(cluster: Cluster) -
         lambda: [c["name"] for c in daemonset()["spec"]["template"]["spec"]["containers"]] == ["agent"],
     )  # fmt: skip
     kubectl("label", "-n", namespace, "daemonset/esnode-whole", "team=intruder")
-    label_s = _timed(cluster, "the added label removed", lambda: "team" not in daemonset()["metadata"]["labels"])
-    kubectl("patch", "-n", namespace, "configmap/esnode-whole-config", "--type=merge", "-p", '{"data":{"extra":"1"}}')
+    label_s = _timed(
+        cluster, "the added label removed", lambda: "team" not in daemonset()["metadata"]["labels"]
+    )
+    kubectl(
+        "patch",
+        "-n",
+        namespace,
+        "configmap/esnode-whole-config",
+        "--type=merge",
+        "-p",
+        '{"data":{"extra":"1"}}',
+    )
     key_s = _timed(
         cluster, "the added ConfigMap key removed",
         lambda: set((cluster.get("v1", "ConfigMap", "esnode-whole-config") or {})["data"]) == {"esnode.toml"},
@@ -105,9 +115,7 @@ def _set_condition(cluster: Cluster, node: str, fleet_ref: str) -> None:
 
 def _condition_message(cluster: Cluster, node: str) -> str | None:
     found = cluster.kube.get("v1", "Node", None, node)
-    return next(
-        (c["message"] for c in found["status"].get("conditions", []) if c["type"] == CONDITION), None
-    )
+    return next((c["message"] for c in found["status"].get("conditions", []) if c["type"] == CONDITION), None)
 
 
 def test_the_node_condition_goes_when_the_node_leaves_the_fleet_and_when_the_fleet_goes(
@@ -122,12 +130,22 @@ def test_the_node_condition_goes_when_the_node_leaves_the_fleet_and_when_the_fle
     try:
         spec = gpu_fleet(serviceMonitor={"enabled": False}, nodeCondition=True)
         cluster.apply("cond", {**spec, "nodeSelector": {"kubernetes.io/hostname": "kwok-node-1"}})
-        left_s = _timed(cluster, "kwok-node-2's condition removed", lambda: _condition_message(cluster, "kwok-node-2") is None)
+        left_s = _timed(
+            cluster,
+            "kwok-node-2's condition removed",
+            lambda: _condition_message(cluster, "kwok-node-2") is None,
+        )
         assert _condition_message(cluster, "kwok-node-1") == f"node power 3000 W against 4500 W (fleet {ref})"
 
         cluster.env.kubectl("delete", "esnodefleet", "-n", cluster.namespace, "cond", "--wait=false")
-        gone_s = _timed(cluster, "kwok-node-1's condition removed", lambda: _condition_message(cluster, "kwok-node-1") is None)
-        print(f"node condition removed after: node left the fleet {left_s:.2f} s, fleet deleted {gone_s:.2f} s")
+        gone_s = _timed(
+            cluster,
+            "kwok-node-1's condition removed",
+            lambda: _condition_message(cluster, "kwok-node-1") is None,
+        )
+        print(
+            f"node condition removed after: node left the fleet {left_s:.2f} s, fleet deleted {gone_s:.2f} s"
+        )
         node_3 = _condition_message(cluster, "kwok-node-3")
         assert node_3 is not None and node_3.endswith("(fleet elsewhere/cond)")  # not ours: kept
         assert _condition_message(cluster, "kwok-node-3") is not None

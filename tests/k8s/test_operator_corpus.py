@@ -94,7 +94,10 @@ REFUSED: list[Case] = [
     ("unknown-field", {"bogus": 1}, "spec.bogus"),
 ]  # fmt: skip
 # The name rules sit on the root (CEL cannot point a fieldPath into metadata): they say "name".
-REFUSED_NAMES: list[tuple[str, str]] = [("dotted.name", "name must be a DNS-1035 label"), ("f" * 41, "name must be at most 40")]
+REFUSED_NAMES: list[tuple[str, str]] = [
+    ("dotted.name", "name must be a DNS-1035 label"),
+    ("f" * 41, "name must be at most 40"),
+]
 
 Held = tuple[str, dict[str, Any], str, str]  # name, spec, Degraded reason, in its message
 _AFFINITY_BAD_OPERATOR = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
@@ -189,7 +192,9 @@ def test_every_bad_spec_is_refused_naming_the_field_or_held_with_a_reason(cluste
         return cluster.condition(name, "Degraded")
 
     cluster.wait(
-        "every held case Degraded", lambda: all(degraded(n).get("status") == "True" for n, *_ in HELD), timeout=120
+        "every held case Degraded",
+        lambda: all(degraded(n).get("status") == "True" for n, *_ in HELD),
+        timeout=120,
     )
     for name, _, reason, says in HELD:
         condition = degraded(name)
@@ -201,5 +206,7 @@ def test_every_bad_spec_is_refused_naming_the_field_or_held_with_a_reason(cluste
     assert not wrong, "\n".join(wrong)
     ready = sum(cluster.condition(n, "Ready").get("status") == "True" for n, *_ in HELD)
     outcomes["Ready"] = ready
-    print(f"corpus of {sum(outcomes.values())} bad specs in {time.monotonic() - started:.1f} s: {dict(outcomes)}")
+    print(
+        f"corpus of {sum(outcomes.values())} bad specs in {time.monotonic() - started:.1f} s: {dict(outcomes)}"
+    )
     assert ready == 0

@@ -51,7 +51,9 @@ def test_a_fleet_created_during_an_outage_converges_soon_after_it(
         cluster.wait_condition("during", "Ready", "True", timeout=90)
         converged_s = time.monotonic() - back
         _edit_converges(cluster)
-    print(f"after a {OUTAGE_SECONDS:.0f} s outage ({kind}): the fleet created meanwhile Ready {converged_s:.1f} s after")
+    print(
+        f"after a {OUTAGE_SECONDS:.0f} s outage ({kind}): the fleet created meanwhile Ready {converged_s:.1f} s after"
+    )
     assert converged_s < CONVERGED_WITHIN_SECONDS
 
 

@@ -172,7 +172,9 @@ def test_upgrade_keeps_scraping_and_uninstall_leaves_only_the_crds(chain: Chain)
     )
     wait_agents_up(chain)
 
-    assert chain.agent_pods() and chain.tools.run("kubectl", "get", "esnodefleets", "-n", ESNODE_NAMESPACE, "-o", "name")
+    assert chain.agent_pods() and chain.tools.run(
+        "kubectl", "get", "esnodefleets", "-n", ESNODE_NAMESPACE, "-o", "name"
+    )
     seconds = uninstall(chain.tools)  # the operator is running: the hook deletes the fleet first
     print(f"helm uninstall with the operator running: {seconds:.1f} s")
     remaining = chain.tools.run(

@@ -154,7 +154,9 @@ def uninstall(tools: Tools) -> float:
     """A plain `helm uninstall` with the operator running: the chart's pre-delete hook deletes the
     fleets first and waits for them; the seconds it took."""
     started = time.monotonic()
-    tools.run("helm", "uninstall", RELEASE, "-n", ESNODE_NAMESPACE, "--ignore-not-found", "--wait", "--timeout=180s")
+    tools.run(
+        "helm", "uninstall", RELEASE, "-n", ESNODE_NAMESPACE, "--ignore-not-found", "--wait", "--timeout=180s"
+    )
     return time.monotonic() - started
 
 

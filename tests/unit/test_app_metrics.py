@@ -132,7 +132,9 @@ def test_one_series_reset_is_not_cancelled_by_another_series_growth() -> None:
         collect(collector, time.monotonic())
         # Summed, 1010 -> 1010 would look like no change; per series it is a reset (+5) and +995.
         server.body = generic(llama_serving_tokens=5, llama_batch_tokens=1005)
-        assert collect(collector, time.monotonic()).value("esnode_app_tokens_total", model="llama-3-70b") == 1000
+        assert (
+            collect(collector, time.monotonic()).value("esnode_app_tokens_total", model="llama-3-70b") == 1000
+        )
 
 
 def test_series_created_after_the_first_fetch_counts_from_zero() -> None:
@@ -187,10 +189,15 @@ def test_dead_endpoint_reports_failure_and_is_logged_once_until_it_recovers(
     url = dead_url()
     collector = app_collector(url)
     with caplog.at_level(logging.INFO, logger="esnode_agent.collectors.app_metrics"):
-        outcomes = [collect(collector, time.monotonic()).value("esnode_app_scrape_success", target=url) for _ in range(3)]
+        outcomes = [
+            collect(collector, time.monotonic()).value("esnode_app_scrape_success", target=url)
+            for _ in range(3)
+        ]
         port = int(url.split(":")[2].split("/")[0])
         with ModelServer(vllm(5, 5), port=port):
-            outcomes.append(collect(collector, time.monotonic()).value("esnode_app_scrape_success", target=url))
+            outcomes.append(
+                collect(collector, time.monotonic()).value("esnode_app_scrape_success", target=url)
+            )
 
     assert outcomes == [0, 0, 0, 1]
     messages = [(r.levelno, r.getMessage()) for r in caplog.records]

@@ -100,7 +100,9 @@ def test_named_config_file_must_exist(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def _run_agent(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*AGENT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(
+        [*AGENT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=30, check=False
+    )
 
 
 def _one_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -164,7 +166,14 @@ def test_config_command_prints_each_value_with_its_source(tmp_path: Path) -> Non
 
 def test_capping_for_a_fleet_it_cannot_report_to_exits_2(tmp_path: Path) -> None:
     """No configured envelope and no way to get the fleet's: capping would never have one."""
-    flags = ("--power-capping", "enforce", "--fleet", "gpus", "--power-capping-state-dir", str(tmp_path / "s"))
+    flags = (
+        "--power-capping",
+        "enforce",
+        "--fleet",
+        "gpus",
+        "--power-capping-state-dir",
+        str(tmp_path / "s"),
+    )
     result = _run_agent("--listen-address", "127.0.0.1:0", "--no-enable-gpu", *flags, cwd=tmp_path)
     assert result.returncode == 2
     assert "power_capping=enforce: no node_power_envelope_watts, and no node report" in _one_line(result)

@@ -72,6 +72,10 @@ def test_promtool_accepts_the_text_format() -> None:
     if promtool is None:
         pytest.fail("promtool is required (Debian package prometheus); .ci/run installs it")
     result = subprocess.run(
-        [promtool, "check", "metrics"], input=render(_samples()).text.body, capture_output=True, timeout=30, check=False
+        [promtool, "check", "metrics"],
+        input=render(_samples()).text.body,
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, result.stderr.decode()

@@ -72,7 +72,9 @@ def test_a_run_on_the_simulated_backend_reports_every_gpu_and_the_collection_cos
 
 
 def test_process_lists_pair_by_gpu_and_pid(gpu_check: ModuleType) -> None:
-    smi = gpu_check.parse_smi_apps_csv("GPU-aaa, 4100, 1394\nGPU-aaa, 4200, [N/A]\nNo running processes found\n")
+    smi = gpu_check.parse_smi_apps_csv(
+        "GPU-aaa, 4100, 1394\nGPU-aaa, 4200, [N/A]\nNo running processes found\n"
+    )
     assert smi == {("GPU-aaa", 4100): 1394.0, ("GPU-aaa", 4200): None}
     agent = gpu_check.parse_agent_processes(
         'esnode_gpu_process_memory_used_bytes{gpu="0",uuid="GPU-aaa",mig_uuid="",pid="4100",pod_uid="",'

@@ -51,7 +51,9 @@ def _record(store: HistoryStore, cycles: range, gpus: int = 2) -> None:
         store.append(T0 + index, _cycle(index, gpus))
 
 
-def _all(db: sqlite3.Connection, metrics: tuple[str, ...] = ("esnode_*",)) -> dict[tuple[str, tuple[str, ...]], list[tuple[int, float]]]:
+def _all(
+    db: sqlite3.Connection, metrics: tuple[str, ...] = ("esnode_*",)
+) -> dict[tuple[str, tuple[str, ...]], list[tuple[int, float]]]:
     query = Query(0, 2**62, metrics)
     return {(s.spec.name, s.label_values): s.samples for s in read(db, query)}
 
@@ -94,7 +96,9 @@ def test_a_value_finer_than_the_chunk_starts_a_new_chunk_and_loses_nothing(tmp_p
     store.flush(T0 + 10)
     with open_reader(store.path) as db:
         assert [v for _, v in _all(db)[("esnode_x", ())]] == values
-        rows = db.execute("SELECT start_ms, header FROM chunks UNION ALL SELECT start_ms, header FROM heads ORDER BY 1")
+        rows = db.execute(
+            "SELECT start_ms, header FROM chunks UNION ALL SELECT start_ms, header FROM heads ORDER BY 1"
+        )
         kinds = [header & 1 for _, header in rows]
     assert KIND_RAW in kinds and len(kinds) >= 3
 
@@ -256,7 +260,9 @@ def test_export_is_absent_when_history_is_off() -> None:
     assert TestClient(create_app(Latest(), lambda: True)).get("/tsdb/export").status_code == 404
 
 
-def test_history_export_command_reads_the_file_offline(tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+def test_history_export_command_reads_the_file_offline(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
     store = _store(tmp_path)
     _record(store, range(5))
     store.flush(T0 + 5)
@@ -282,7 +288,15 @@ def test_history_is_off_by_default_and_defaults_to_the_xdg_data_directory() -> N
 def test_an_unwritable_history_path_is_a_config_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    argv = ["--enable-local-tsdb", "--local-tsdb-path", str(blocker / "tsdb"), "--listen-address", "127.0.0.1:0"]
-    result = subprocess.run([sys.executable, "-m", "esnode_agent", *argv], capture_output=True, text=True, timeout=60)
+    argv = [
+        "--enable-local-tsdb",
+        "--local-tsdb-path",
+        str(blocker / "tsdb"),
+        "--listen-address",
+        "127.0.0.1:0",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "esnode_agent", *argv], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "local_tsdb_path=" in result.stderr

@@ -57,13 +57,25 @@ def test_node_exporter_spellings_give_the_same_config_as_ours(
 def test_disable_defaults_keeps_only_the_collectors_named() -> None:
     argv = translate(["--collector.disable-defaults", "--collector.cpu", "--collector.gpu"]).argv
     assert sorted(argv) == sorted(
-        ["--enable-cpu", "--enable-gpu", "--no-enable-disk", "--no-enable-memory", "--no-enable-network", "--no-enable-power"]
+        [
+            "--enable-cpu",
+            "--enable-gpu",
+            "--no-enable-disk",
+            "--no-enable-memory",
+            "--no-enable-network",
+            "--no-enable-power",
+        ]
     )
 
 
 def test_collectors_esnode_lacks_are_ignored_and_reported_unknown_ones_refused() -> None:
     translation = translate(
-        ["--no-collector.wifi", "--collector.filesystem.mount-points-exclude", "^/(dev|proc)", "--collector.systemd"]
+        [
+            "--no-collector.wifi",
+            "--collector.filesystem.mount-points-exclude",
+            "^/(dev|proc)",
+            "--collector.systemd",
+        ]
     )
     assert translation.argv == []
     assert translation.ignored == [
@@ -82,7 +94,10 @@ def test_our_own_flags_pass_through_unchanged() -> None:
 
 def test_an_unknown_collector_exits_2_with_one_line() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "esnode_agent", "--collector.nosuch"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "esnode_agent", "--collector.nosuch"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0

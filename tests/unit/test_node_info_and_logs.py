@@ -22,7 +22,14 @@ def test_node_info_names_the_kubernetes_node_when_known_else_the_host() -> None:
 
 def test_text_logs_are_logfmt_with_quoting_where_needed() -> None:
     record = logging.makeLogRecord(
-        {"name": "esnode", "levelname": "WARNING", "msg": "file skipped", "file": "/a b.prom", "n": 3, "q": 'say "hi"'}
+        {
+            "name": "esnode",
+            "levelname": "WARNING",
+            "msg": "file skipped",
+            "file": "/a b.prom",
+            "n": 3,
+            "q": 'say "hi"',
+        }
     )
     line = TextFormatter().format(record)
     pairs = line.split(" level=", 1)[1]

@@ -43,7 +43,10 @@ def test_values_the_agent_takes_and_variables_it_does_not_read_pass() -> None:
             {"name": "ESNODE_GPU_BACKEND", "value": "sim:h100x8"},
             {"name": "ESNODE_NODE_POWER_ENVELOPE_WATTS", "value": "4500"},
             {"name": "ESNODE_FLEET_ROLE", "value": "anything"},  # no such agent key: ignored by the agent too
-            {"name": "ESNODE_LOG_LEVEL", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},  # read on the node
+            {
+                "name": "ESNODE_LOG_LEVEL",
+                "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}},
+            },  # read on the node
             {"name": "HTTP_PROXY", "value": "not an agent key"},
         )
     )

@@ -57,7 +57,10 @@ def test_agents_run_privileged_with_the_hosts_view() -> None:
         assert mounts[name]["mountPath"] == mount_path
     writable = {name for name, mount in mounts.items() if not mount.get("readOnly")}
     assert writable == {"capping-state"}  # the capper's record of what it set, kept on the host
-    assert volumes["capping-state"]["hostPath"] == {"path": "/var/lib/esnode/capping", "type": "DirectoryOrCreate"}
+    assert volumes["capping-state"]["hostPath"] == {
+        "path": "/var/lib/esnode/capping",
+        "type": "DirectoryOrCreate",
+    }
     assert mounts["capping-state"]["mountPath"] == "/var/lib/esnode/capping"
     assert mounts["root"]["mountPropagation"] == "HostToContainer"
     assert volumes["config"]["configMap"]["name"] == "esnode-gpus-config"

@@ -191,7 +191,10 @@ def test_every_node_gets_its_own_floor_and_floors_above_the_budget_say_so() -> N
     assert dict(short.writes) == {"big": 2000.0, "small": 2100.0}  # floors given, never cut below
     assert not short.covers_floors
     condition = budget_condition(wide.model_copy(update={"total_watts": 4000.0}), short, 2)
-    assert condition is not None and (condition["status"], condition["reason"]) == ("True", "FloorsExceedBudget")
+    assert condition is not None and (condition["status"], condition["reason"]) == (
+        "True",
+        "FloorsExceedBudget",
+    )
     stale = big.model_copy(update={"last_report_time": datetime.fromtimestamp(NOW - 20, UTC)})
     reserved = FleetBudget().step(wide.model_copy(update={"total_watts": 9000.0}), [stale, small], NOW)
     assert dict(reserved.writes)["small"] == 9000.0 - 6000.0  # big's own ceiling: 8 x 700 + 400 W

@@ -12,7 +12,10 @@ OURS: dict[str, Any] = {
         "f:template": {
             "f:spec": {
                 "f:containers": {
-                    'k:{"name":"agent"}': {".": {}, "f:env": {'k:{"name":"ESNODE_FLEET"}': {".": {}, "f:value": {}}}}
+                    'k:{"name":"agent"}': {
+                        ".": {},
+                        "f:env": {'k:{"name":"ESNODE_FLEET"}': {".": {}, "f:value": {}}},
+                    }
                 }
             }
         }
@@ -76,7 +79,10 @@ def test_the_adoption_patch_gives_the_operator_the_added_fields_and_keeps_status
     assert own["manager"] == "esnode-operator" and own["operation"] == "Apply"
     containers = own["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
     assert set(containers) == {'k:{"name":"agent"}', 'k:{"name":"sidecar"}'}
-    assert set(containers['k:{"name":"agent"}']["f:env"]) == {'k:{"name":"ESNODE_FLEET"}', 'k:{"name":"EXTRA"}'}
+    assert set(containers['k:{"name":"agent"}']["f:env"]) == {
+        'k:{"name":"ESNODE_FLEET"}',
+        'k:{"name":"EXTRA"}',
+    }
     assert set(own["fieldsV1"]["f:metadata"]["f:labels"]) == {"f:app.kubernetes.io/name", "f:team"}
 
 

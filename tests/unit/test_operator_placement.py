@@ -145,7 +145,9 @@ def test_an_override_that_can_match_no_node_of_the_fleet_is_refused(
 
 
 def test_an_override_narrowing_the_fleets_selector_is_fine() -> None:
-    groups = envelope_groups(envelope(({"matchLabels": {"gpu": "true", "type": "dgx"}}, 900)), {"gpu": "true"})
+    groups = envelope_groups(
+        envelope(({"matchLabels": {"gpu": "true", "type": "dgx"}}, 900)), {"gpu": "true"}
+    )
     assert [g.watts for g in groups] == [None, 900]
 
 

@@ -23,7 +23,9 @@ def _project_files(root: Path) -> list[Path]:
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=root, capture_output=True, text=True, check=True, timeout=60,
     ).stdout.split()  # fmt: skip
-    return [root / name for name in listed if (root / name).suffix in _TEXT_SUFFIXES and (root / name).is_file()]
+    return [
+        root / name for name in listed if (root / name).suffix in _TEXT_SUFFIXES and (root / name).is_file()
+    ]
 
 
 def _depth(path: Path, root: Path) -> int:
@@ -59,7 +61,7 @@ def test_the_guard_sees_each_way_out(tmp_path: Path) -> None:
     tests.mkdir(parents=True)
     planted = tests / "test_planted.py"
     planted.write_text(
-        'A = Path(__file__).resolve().parents[2]\n'  # the repo root: allowed
+        "A = Path(__file__).resolve().parents[2]\n"  # the repo root: allowed
         'B = Path(__file__).resolve().parents[3] / "shared"\n'
         'C = REPO.parent / "shared" / "metrics-contract.md"\n'
         'D = open("../shared/seeds/x")\n'

@@ -36,7 +36,7 @@ def test_the_seed_scripts_file_is_served_unchanged(tmp_path: Path) -> None:
 def test_merged_families_render_as_valid_exposition_for_promtool(tmp_path: Path) -> None:
     shutil.copy(SEED_FILE, tmp_path)
     (tmp_path / "jobs.prom").write_text(
-        "# TYPE backup_runs_total counter\nbackup_runs_total{job=\"db\"} 3\nbackup_runs_total 1\n"
+        '# TYPE backup_runs_total counter\nbackup_runs_total{job="db"} 3\nbackup_runs_total 1\n'
     )
     text = render(collect(TextfileCollector(tmp_path))).text.body.decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -70,17 +70,17 @@ def test_a_family_that_clashes_with_esnode_is_skipped_and_reported(tmp_path: Pat
 
 
 def test_types_that_disagree_between_files_keep_the_first(tmp_path: Path) -> None:
-    (tmp_path / "a.prom").write_text("# TYPE shared_total counter\nshared_total{f=\"a\"} 1\n")
-    (tmp_path / "b.prom").write_text("# TYPE shared_total gauge\nshared_total{f=\"b\"} 2\n")
+    (tmp_path / "a.prom").write_text('# TYPE shared_total counter\nshared_total{f="a"} 1\n')
+    (tmp_path / "b.prom").write_text('# TYPE shared_total gauge\nshared_total{f="b"} 2\n')
     samples = collect(TextfileCollector(tmp_path))
     assert errors(samples) == {"a.prom": 0.0, "b.prom": 1.0}
     assert samples.by_label("shared_total", "f") == {"a": 1.0}
 
 
 def test_a_series_written_twice_and_unsupported_types_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "a.prom").write_text("dup{x=\"1\"} 1\n")
+    (tmp_path / "a.prom").write_text('dup{x="1"} 1\n')
     (tmp_path / "b.prom").write_text(
-        "dup{x=\"1\"} 2\n# TYPE latency histogram\nlatency_bucket{le=\"+Inf\"} 1\nlatency_count 1\nlatency_sum 2\n"
+        'dup{x="1"} 2\n# TYPE latency histogram\nlatency_bucket{le="+Inf"} 1\nlatency_count 1\nlatency_sum 2\n'
     )
     samples = collect(TextfileCollector(tmp_path))
     assert errors(samples) == {"a.prom": 0.0, "b.prom": 1.0}

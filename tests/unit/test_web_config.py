@@ -79,7 +79,9 @@ def test_a_renewed_certificate_is_loaded_into_the_same_context(
     context = watcher.ssl_context
     assert context is not None
     renewed = make_tls_material(tmp_path / "b")
-    path.write_text(f"tls_server_config: {{cert_file: {renewed.server_cert}, key_file: {renewed.server_key}}}\n")
+    path.write_text(
+        f"tls_server_config: {{cert_file: {renewed.server_cert}, key_file: {renewed.server_key}}}\n"
+    )
     os.utime(path, ns=(1, 10**18))
     watcher.refresh()
     assert watcher.ssl_context is context

@@ -182,7 +182,9 @@ def efficiency_collectors(config: AgentConfig) -> list[Collector]:
             targets,
             names,
             config.effective_app_metrics_timeout_seconds,
-            AppLimits(config.app_max_body_bytes, config.app_max_models_per_target, config.app_max_remembered_models),
+            AppLimits(
+                config.app_max_body_bytes, config.app_max_models_per_target, config.app_max_remembered_models
+            ),
         ),
         EfficiencyCollector(config.app_efficiency_window_seconds, config.app_gpu_uuids),
     ]

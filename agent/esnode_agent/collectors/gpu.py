@@ -54,8 +54,6 @@ MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 _NO_POD = PodRef("", "", "")
 
 
-
-
 class GpuCollector:
     name = "gpu"
     stage = STAGE_READ  # node power sums esnode_gpu_power_watts and esnode_gpu_energy_joules_total

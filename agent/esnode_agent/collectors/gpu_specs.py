@@ -54,7 +54,6 @@ class GpuFamilies:
     nvlink_errors: MetricSpec
 
 
-
 def families(extra: tuple[str, ...]) -> GpuFamilies:
     def g(name: str, text: str, *labels: str) -> MetricSpec:
         return gauge(name, text, "gpu", "uuid", *labels, *extra)

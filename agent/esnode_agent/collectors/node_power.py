@@ -94,7 +94,8 @@ def _gpus(upstream: SampleIndex) -> tuple[Component, ...]:
     energy = upstream.by_label(GPU.energy.name, "uuid")
     lost = {uuid for uuid, up in upstream.by_label(GPU.up.name, "uuid").items() if up == 0}
     return tuple(
-        Component(f"gpu:{gpu}", power.get(gpu), energy.get(gpu)) for gpu in sorted(power.keys() | energy | lost)
+        Component(f"gpu:{gpu}", power.get(gpu), energy.get(gpu))
+        for gpu in sorted(power.keys() | energy | lost)
     )
 
 

@@ -206,7 +206,8 @@ class AgentConfig(BaseModel):
     enable_power: bool = True
     enable_gpu: bool = True
     textfile_directory: Path | None = Field(
-        None, description="Directory whose *.prom files are merged into the exposition (node_exporter's textfile)"
+        None,
+        description="Directory whose *.prom files are merged into the exposition (node_exporter's textfile)",
     )
 
     # Power: node power source and budget.
@@ -222,7 +223,8 @@ class AgentConfig(BaseModel):
 
     # GPU: backend, which devices, MIG, XID events, Kubernetes labels and pod attribution.
     gpu_backend: str = Field(
-        "nvml", description="nvml, or sim:PROFILE to simulate GPUs (built-in h100x8, h100-mig, or a JSON path)"
+        "nvml",
+        description="nvml, or sim:PROFILE to simulate GPUs (built-in h100x8, h100-mig, or a JSON path)",
     )
     gpu_visible_devices: str | None = Field(
         None,
@@ -285,7 +287,8 @@ class AgentConfig(BaseModel):
         2.0, gt=0, le=60, description="Fetch timeout per endpoint, capped at 3/4 of the collector timeout"
     )
     app_token_counters: MetricNames = Field(
-        DEFAULT_APP_TOKEN_COUNTERS, description="Token counters (or histogram _sum samples); replaces the defaults"
+        DEFAULT_APP_TOKEN_COUNTERS,
+        description="Token counters (or histogram _sum samples); replaces the defaults",
     )
     app_request_counters: MetricNames = Field(
         DEFAULT_APP_REQUEST_COUNTERS, description="Request counters, successes only; replaces the defaults"
@@ -294,7 +297,8 @@ class AgentConfig(BaseModel):
         default_factory=dict, description="URL=MODEL,...: model of an endpoint whose counters name none (TGI)"
     )
     app_gpu_uuids: GpuUuidsByTarget = Field(
-        default_factory=dict, description="URL=GPU_UUID,... (a URL once per GPU): GPUs an endpoint's server uses"
+        default_factory=dict,
+        description="URL=GPU_UUID,... (a URL once per GPU): GPUs an endpoint's server uses",
     )
     app_efficiency_window_seconds: float = Field(
         60.0, gt=0, le=3600, description="Window of the per-joule and per-second efficiency figures"
@@ -302,7 +306,10 @@ class AgentConfig(BaseModel):
 
     # Model efficiency, hostile-input bounds (issue 18): what one endpoint may cost per fetch.
     app_max_body_bytes: int = Field(
-        8 * 2**20, ge=1024, le=2**30, description="Largest exposition read from an endpoint, counted after gzip"
+        8 * 2**20,
+        ge=1024,
+        le=2**30,
+        description="Largest exposition read from an endpoint, counted after gzip",
     )
     app_max_models_per_target: int = Field(
         1000, ge=1, le=100_000, description="Models read per endpoint; the rest are dropped and counted"
@@ -360,7 +367,9 @@ class AgentConfig(BaseModel):
     kubeconfig: Path | None = Field(None, description="kubeconfig for reporting from outside a cluster")
     node_name: str | None = Field(None, description="This node's name; in a pod NODE_NAME is used when unset")
     namespace: str | None = Field(None, description="Namespace of the fleet; in a pod, the pod's namespace")
-    fleet: str | None = Field(None, description="EsnodeFleet this agent belongs to; unset turns reporting off")
+    fleet: str | None = Field(
+        None, description="EsnodeFleet this agent belongs to; unset turns reporting off"
+    )
     fleet_uid: str | None = Field(None, description="The fleet's uid: EsnodeNode objects are owned by it")
     report_heartbeat_seconds: float = Field(60.0, ge=5, le=3600, description="Report at least this often")
     report_power_step_watts: float = Field(
@@ -376,7 +385,9 @@ class AgentConfig(BaseModel):
         "off", description="Hold node power under the envelope with GPU power limits: advise or enforce"
     )
     power_capping_hysteresis_watts: float = Field(
-        50.0, gt=0, description="The GPUs' limits sum to this far under the envelope minus the rest of the node"
+        50.0,
+        gt=0,
+        description="The GPUs' limits sum to this far under the envelope minus the rest of the node",
     )
     power_capping_hold_seconds: float = Field(
         10.0,
@@ -409,7 +420,9 @@ class AgentConfig(BaseModel):
         None, description="Directory of the history database; unset: $XDG_DATA_HOME/esnode/tsdb"
     )
     local_tsdb_retention_hours: float = Field(48.0, gt=0, le=24 * 366, description="History kept, by age")
-    local_tsdb_max_disk_mb: float = Field(2048.0, ge=1, description="History kept, by size: oldest goes first")
+    local_tsdb_max_disk_mb: float = Field(
+        2048.0, ge=1, description="History kept, by size: oldest goes first"
+    )
     local_tsdb_flush_seconds: float = Field(
         30.0, ge=0.1, le=3600, description="How often history is written; a crash loses at most this much"
     )
@@ -470,10 +483,14 @@ class AgentConfig(BaseModel):
         default_factory=dict, description="NAME=VALUE,... sent with every push (secrets: never shown)"
     )
     otlp_timeout_seconds: float = Field(10.0, gt=0, le=300, description="Timeout of one push request")
-    otlp_ca_file: Path | None = Field(None, description="CA bundle that verifies the receiver; unset: system CAs")
+    otlp_ca_file: Path | None = Field(
+        None, description="CA bundle that verifies the receiver; unset: system CAs"
+    )
     otlp_cert_file: Path | None = Field(None, description="Client certificate for mutual TLS")
     otlp_key_file: Path | None = Field(None, description="Client certificate's key")
-    otlp_insecure_skip_verify: bool = Field(False, description="Accept any receiver certificate (testing only)")
+    otlp_insecure_skip_verify: bool = Field(
+        False, description="Accept any receiver certificate (testing only)"
+    )
 
     @model_validator(mode="after")
     def _otlp_client_cert_pair(self) -> AgentConfig:

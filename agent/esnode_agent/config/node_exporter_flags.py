@@ -51,7 +51,73 @@ COLLECTOR_SWITCHES = {
 }
 # node_exporter's other collectors (v1.8): accepted, ignored, reported.
 NODE_EXPORTER_ONLY = frozenset(
-    ["arp", "bcache", "bonding", "btrfs", "buddyinfo", "cgroups", "conntrack", "cpu_vulnerabilities", "cpufreq", "devstat", "dmi", "drbd", "drm", "edac", "entropy", "ethtool", "fibrechannel", "filefd", "hwmon_thermal", "infiniband", "interrupts", "ipvs", "ksmd", "lnstat", "loadavg", "logind", "mdadm", "meminfo_numa", "mountstats", "netclass", "netstat", "network_route", "nfs", "nfsd", "nvme", "os", "perf", "powersupplyclass", "pressure", "processes", "qdisc", "runit", "schedstat", "selinux", "slabinfo", "softirqs", "softnet", "stat", "supervisord", "sysctl", "systemd", "tapestats", "tcpstat", "textfile", "thermal_zone", "time", "timex", "udp_queues", "uname", "vmstat", "watchdog", "wifi", "xfs", "zfs", "zoneinfo"]
+    [
+        "arp",
+        "bcache",
+        "bonding",
+        "btrfs",
+        "buddyinfo",
+        "cgroups",
+        "conntrack",
+        "cpu_vulnerabilities",
+        "cpufreq",
+        "devstat",
+        "dmi",
+        "drbd",
+        "drm",
+        "edac",
+        "entropy",
+        "ethtool",
+        "fibrechannel",
+        "filefd",
+        "hwmon_thermal",
+        "infiniband",
+        "interrupts",
+        "ipvs",
+        "ksmd",
+        "lnstat",
+        "loadavg",
+        "logind",
+        "mdadm",
+        "meminfo_numa",
+        "mountstats",
+        "netclass",
+        "netstat",
+        "network_route",
+        "nfs",
+        "nfsd",
+        "nvme",
+        "os",
+        "perf",
+        "powersupplyclass",
+        "pressure",
+        "processes",
+        "qdisc",
+        "runit",
+        "schedstat",
+        "selinux",
+        "slabinfo",
+        "softirqs",
+        "softnet",
+        "stat",
+        "supervisord",
+        "sysctl",
+        "systemd",
+        "tapestats",
+        "tcpstat",
+        "textfile",
+        "thermal_zone",
+        "time",
+        "timex",
+        "udp_queues",
+        "uname",
+        "vmstat",
+        "watchdog",
+        "wifi",
+        "xfs",
+        "zfs",
+        "zoneinfo",
+    ]
 )
 DISABLE_DEFAULTS = "--collector.disable-defaults"
 # Flags of node_exporter's web and runtime layers with no esnode meaning.
@@ -99,7 +165,9 @@ def translate(argv: Sequence[str]) -> Translation:
         else:
             out.append(arg)
     if disable_defaults:
-        switches = {switch: switches.get(switch, False) for switch in sorted(set(COLLECTOR_SWITCHES.values()))}
+        switches = {
+            switch: switches.get(switch, False) for switch in sorted(set(COLLECTOR_SWITCHES.values()))
+        }
     out += [f"--{switch}" if on else f"--no-{switch}" for switch, on in switches.items()]
     return Translation(out, ignored)
 

@@ -299,6 +299,7 @@ class NvmlDevice:
     def set_power_limit_milliwatts(self, milliwatts: int) -> None:
         with _power_limit_errors():
             self._lib.nvmlDeviceSetPowerManagementLimit(self._handle, milliwatts)
+
     def _read_gpm(self) -> dict[str, float]:
         if self._gpm is None:
             if not gpm_supported(self._lib, self._handle):  # before Hopper

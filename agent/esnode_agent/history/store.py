@@ -160,7 +160,11 @@ class HistoryStore:
     def _write_chunks(self) -> None:
         self._db.executemany(
             "INSERT INTO chunks (series_id, start_ms, end_ms, header, body) VALUES (?, ?, ?, ?, ?)",
-            [(sid, c.start_ms, c.end_ms, *deflated(c.header(), c.body())) for sid, c in self._sealed if c.count],
+            [
+                (sid, c.start_ms, c.end_ms, *deflated(c.header(), c.body()))
+                for sid, c in self._sealed
+                if c.count
+            ],
         )
         self._db.executemany(
             "DELETE FROM heads WHERE series_id = ? AND start_ms = ?",

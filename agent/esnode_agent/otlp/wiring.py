@@ -19,6 +19,7 @@ def build_pusher(config: AgentConfig) -> OtlpPusher | None:
         return None
     # ~4 MiB of protobuf descriptors: loaded only when the push is on.
     from esnode_agent.otlp.encode import SnapshotEncoder, resource_attributes  # noqa: PLC0415
+
     try:
         context = tls_context(
             _name(config.otlp_ca_file),

@@ -97,9 +97,7 @@ class KubeStatusWriter:
             "spec": {"nodeName": report.node_name, "fleet": report.fleet},
         }
         try:
-            self._objects.create_namespaced_custom_object(
-                GROUP, VERSION, self._namespace, NODE_PLURAL, body
-            )
+            self._objects.create_namespaced_custom_object(GROUP, VERSION, self._namespace, NODE_PLURAL, body)
         except ApiException as exc:
             if exc.status != HTTP_CONFLICT:  # created meanwhile by an earlier try: fine
                 raise

@@ -62,7 +62,8 @@ class NodeReport(_Model):
     )
     # Power capping (opt-in): what the agent's capper is doing to this node's GPU limits.
     power_capping: Word | None = Field(
-        None, description="The capper's state (idle, capping, at_floor, blind, no_envelope); unset while capping is off"
+        None,
+        description="The capper's state (idle, capping, at_floor, blind, no_envelope); unset while capping is off",
     )
     capped_gpus: int = Field(0, ge=0, description="GPUs held under their own limit by esnode")
     power_wanted_watts: float | None = Field(

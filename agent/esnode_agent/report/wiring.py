@@ -70,4 +70,3 @@ def build_reporter(
     log.info("node report on", extra={"node": node_name, "fleet": config.fleet, "namespace": namespace})
     target = ReportTarget(node_name, config.fleet, config.node_condition, namespace)
     return Reporter(writer, policy, target, on_envelope)
-

@@ -98,7 +98,9 @@ class AdmissionLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._active >= self._limit:
             busy = PlainTextResponse(
-                f"at most {self._limit} event clients at once\n", status_code=503, headers={"Retry-After": "10"}
+                f"at most {self._limit} event clients at once\n",
+                status_code=503,
+                headers={"Retry-After": "10"},
             )
             await busy(scope, receive, send)
             return

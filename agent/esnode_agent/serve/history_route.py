@@ -39,9 +39,7 @@ def query_of(params: dict[str, str], now_seconds: float, default_span_seconds: f
     """``from``/``to`` default to the retention window ending now; ``metrics`` to esnode_*."""
     to_ms = parse_time(params["to"], "to") if "to" in params else round(now_seconds * 1000)
     from_ms = (
-        parse_time(params["from"], "from")
-        if "from" in params
-        else to_ms - round(default_span_seconds * 1000)
+        parse_time(params["from"], "from") if "from" in params else to_ms - round(default_span_seconds * 1000)
     )
     if from_ms > to_ms:
         raise BadTimeError("from must not be after to")

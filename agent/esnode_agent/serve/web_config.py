@@ -67,7 +67,6 @@ class WebConfig(_Section):
     basic_auth_users: dict[str, str] = Field(default_factory=dict)
 
 
-
 def load_web_config(path: Path) -> WebConfig:
     """Parse and check the file, certificates included; raises ConfigError with one line."""
     try:
@@ -118,7 +117,9 @@ class WebConfigWatcher:
         self._lock = threading.Lock()
         self.current = load_web_config(path)
         self.ssl_context = (
-            build_ssl_context(self.current.tls_server_config, path) if self.current.tls_server_config else None
+            build_ssl_context(self.current.tls_server_config, path)
+            if self.current.tls_server_config
+            else None
         )
         self._stamp = self._files_stamp()
         self._checked_at = time.monotonic()

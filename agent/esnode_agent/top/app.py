@@ -68,7 +68,9 @@ class TopApp(App[None]):
         self.query_one(f"#{name}", Static).update(text)
 
     async def _follow(self) -> None:
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(10.0, read=60.0)) as client:
+        async with httpx.AsyncClient(
+            base_url=self.base_url, timeout=httpx.Timeout(10.0, read=60.0)
+        ) as client:
             await self._seed_from_history(client)
             while True:
                 try:

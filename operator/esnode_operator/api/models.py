@@ -338,7 +338,10 @@ class PowerCapping(CamelModel):
         "than this after a cut",
     )
     step_watts: float = Field(
-        25.0, gt=0, le=MAX_WATTS, description="Room a GPU gets above its peak; the least change of a limit written"
+        25.0,
+        gt=0,
+        le=MAX_WATTS,
+        description="Room a GPU gets above its peak; the least change of a limit written",
     )
 
 
@@ -369,7 +372,8 @@ class MetricsTLS(CamelModel):
         description="Secret in the fleet's namespace with tls.crt and tls.key, and the CA under caKey"
     )
     ca_key: SecretKey = Field(
-        "ca.crt", description="Key of the Secret holding the CA Prometheus verifies the agents' certificate with"
+        "ca.crt",
+        description="Key of the Secret holding the CA Prometheus verifies the agents' certificate with",
     )
     server_name: DnsName | None = Field(
         None,
@@ -696,7 +700,9 @@ class PowerSummary(CamelModel):
     )
     # Fleet power budget (issue 16); unset while spec.powerBudget.totalWatts is.
     budget_watts: float | None = Field(None, ge=0, description="spec.powerBudget.totalWatts")
-    allocated_watts: float | None = Field(None, ge=0, description="Envelopes held by the fleet's nodes, summed")
+    allocated_watts: float | None = Field(
+        None, ge=0, description="Envelopes held by the fleet's nodes, summed"
+    )
     headroom_watts: float | None = Field(None, description="Budget less the power drawn (totalPowerWatts)")
     nodes_capped: int | None = Field(
         None, ge=0, description="Reporting nodes whose GPUs esnode holds under their limit"
@@ -726,5 +732,6 @@ class NodeReportSpec(CamelModel):
         description="The EsnodeFleet whose agent writes it"
     )
     envelope_watts: Watts | None = Field(
-        None, description="Envelope from the fleet's power budget (written by the operator); a static one wins"
+        None,
+        description="Envelope from the fleet's power budget (written by the operator); a static one wins",
     )

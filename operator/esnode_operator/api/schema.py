@@ -119,7 +119,9 @@ def _rule_fractional_bounds(out: Schema) -> None:
         bound = out.get(key)
         if isinstance(bound, float) and not bound.is_integer():
             strict = bool(out.get(flag))
-            rules.append({"rule": f"self {compare[strict]} {bound!r}", "message": f"must be {says[strict]} {bound!r}"})
+            rules.append(
+                {"rule": f"self {compare[strict]} {bound!r}", "message": f"must be {says[strict]} {bound!r}"}
+            )
     if rules:
         out.setdefault("x-kubernetes-validations", []).extend(rules)
 

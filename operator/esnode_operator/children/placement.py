@@ -113,17 +113,23 @@ def _never_matches(index: int, own: Term, base: Term, remaining: tuple[Term, ...
     if not satisfiable(own + base):
         return f"{where} contradicts spec.nodeSelector: no node of this fleet can match it"
     if not _and(remaining, (own,)):
-        return f"{where} selects only nodes that earlier overrides take (first match wins): it would never apply"
+        return (
+            f"{where} selects only nodes that earlier overrides take (first match wins): it would never apply"
+        )
     return None
 
 
-def envelope_groups(envelope: PowerEnvelope, node_selector: dict[str, str] | None = None) -> list[EnvelopeGroup]:
+def envelope_groups(
+    envelope: PowerEnvelope, node_selector: dict[str, str] | None = None
+) -> list[EnvelopeGroup]:
     """The default group first, then one per override; raises PlacementError for an override that
     could never apply (it contradicts itself or the fleet's nodeSelector, or earlier overrides take
     all its nodes), rather than leaving it silently without a DaemonSet."""
     if not envelope.overrides:
         return [EnvelopeGroup(DEFAULT_ENVELOPE_GROUP, None, None)]
-    base = tuple({"key": k, "operator": "In", "values": [v]} for k, v in sorted((node_selector or {}).items()))
+    base = tuple(
+        {"key": k, "operator": "In", "values": [v]} for k, v in sorted((node_selector or {}).items())
+    )
     groups: list[EnvelopeGroup] = []
     remaining: tuple[Term, ...] = ((),)  # nodes no earlier override took: initially all
     for index, override in enumerate(envelope.overrides):

@@ -73,7 +73,9 @@ class NodeConditions:
         except KubeError as exc:
             if exc.status == 404:  # the node went meanwhile
                 return False
-            if exc.status == 403:  # an older RBAC without nodes/status: the condition stays, said once per pass
+            if (
+                exc.status == 403
+            ):  # an older RBAC without nodes/status: the condition stays, said once per pass
                 log.warning("node condition not removed", extra={"node": node_name, "error": str(exc)})
                 return False
             raise

@@ -303,7 +303,9 @@ class Reconciler:
             return None
         managers, paths = additions(live)
         try:
-            self._kube.request("PATCH", object_path(obj), body=patch, content_type="application/merge-patch+json")
+            self._kube.request(
+                "PATCH", object_path(obj), body=patch, content_type="application/merge-patch+json"
+            )
         except KubeError as exc:
             if exc.status == 409:  # written meanwhile: that write's event starts a new pass
                 return None
