@@ -25,7 +25,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kwok_pod_processes import token_kubeconfig
-from test_operator import Cluster, free_port, operator_identity_for, operator_running, refusals
+from test_operator import FLEET_COLUMNS, Cluster, free_port, operator_identity_for, operator_running, refusals
 
 pytestmark = pytest.mark.k8s
 
@@ -237,17 +237,7 @@ def test_agents_report_and_the_fleet_shows_power_envelopes_and_stale_nodes(
         summary = power(cluster, "power")
         assert (summary["totalGpus"], summary["nodesOverEnvelope"], summary["nodesStale"]) == (24, 0, 0)
         [row] = table(cluster, "esnodefleets")
-        assert list(row) == [
-            "NAME",
-            "READY",
-            "NODES",
-            "STALE",
-            "POWER",
-            "OVER-ENVELOPE",
-            "STATUS",
-            "WHY",
-            "AGE",
-        ]
+        assert list(row) == FLEET_COLUMNS
         assert (row["NAME"], row["NODES"], row["OVER-ENVELOPE"]) == ("power", "3", "0")
         assert float(row["POWER"]) > 3 * 1000
         reports = table(cluster, "esnodenodes")

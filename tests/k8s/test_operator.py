@@ -39,6 +39,8 @@ OPERATOR = Path(sys.executable).parent / "esnode-operator"
 GPU_NODES = ["kwok-node-1", "kwok-node-2"]
 ALL_NODES = ["kwok-node-1", "kwok-node-2", "kwok-node-3"]
 FLEET_API = "esnode.io/v1alpha1"
+# What `kubectl get esnodefleets` shows: NAME, the CRD's printer columns, AGE.
+FLEET_COLUMNS = ["NAME", "READY", "NODES", "STALE", "POWER", "OVER-ENVELOPE", "STATUS", "WHY", "AGE"]
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")  # kopf's log lines
 OUTAGE_GRACE = timedelta(seconds=2)  # a refusal answered before /readyz, logged just after
 _ports = itertools.count(21000 + os.getpid() % 1000 * 20)
@@ -209,17 +211,7 @@ def test_gpu_fleet_runs_agents_on_the_gpu_nodes_and_reports_ready(cluster: Clust
     assert cluster.condition("gpus", "Degraded")["status"] == "False"
     table = cluster.env.kubectl("get", "esnodefleets", "-n", cluster.namespace).stdout
     header, row = table.splitlines()
-    assert header.split() == [
-        "NAME",
-        "READY",
-        "NODES",
-        "STALE",
-        "POWER",
-        "OVER-ENVELOPE",
-        "STATUS",
-        "WHY",
-        "AGE",
-    ]
+    assert header.split() == FLEET_COLUMNS
     # NODES counts nodes reporting: kwok runs no agent, so none (test_node_reports.py runs real ones)
     assert row.split()[:3] == ["gpus", "2/2", "0"] and "Ready" in row.split()
 
