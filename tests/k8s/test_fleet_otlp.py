@@ -3,9 +3,10 @@
 The operator (a real process with no more than rbac/operator.yaml grants) renders a fleet with
 spec.otlp; its agents run as real processes behind kwok's pods (kwok_pod_processes.py), their
 header values read from a Secret and joined into ESNODE_OTLP_HEADERS by the kubelet's $(NAME)
-expansion. They push over plain HTTP, through a loopback proxy that records each push's headers,
-into Prometheus 3.5's OTLP receiver (tests/e2e/prometheus_otlp_process.py). Every kwok node's
-series must come back under its node's name, every push must carry the headers, and the header
+expansion, and their CA and client certificate from the Secret spec.otlp.tlsSecret names. They push
+over mutual TLS to a loopback proxy that requires that client certificate and records each push's
+headers, and on into Prometheus 3.5's OTLP receiver (tests/e2e/prometheus_otlp_process.py). Every kwok node's
+series must come back under its node's name, every push must carry the headers and the client certificate, and the header
 value must reach neither the fleet's ConfigMap, its DaemonSet, the agents' /status nor their logs.
 """
 
@@ -30,6 +31,7 @@ from kwok_pod_processes import KwokPodProcesses
 from recording_proxy import RecordingProxy, recording_proxy
 from test_node_reports import installed  # noqa: F401 (a fixture)
 from test_operator import ALL_NODES, Cluster, free_port, operator_identity_for, operator_running, refusals
+from tls_material import TlsMaterial, make_tls_material
 
 pytestmark = pytest.mark.k8s
 
@@ -37,6 +39,8 @@ Env = Any  # conftest.TestEnv
 E2E = Path(__file__).resolve().parents[1] / "e2e"
 FLEET = "push"
 AUTH_SECRET = "otlp-auth"
+TLS_SECRET = "otlp-tls"  # ca.crt, tls.crt, tls.key: cert-manager's keys
+CLIENT_NAME = "prometheus"  # tls_material's client certificate's CN
 TOKEN = "Bearer s3cret-fleet-token"  # as the docs' example: a space, not percent-encoded
 TENANT_HEADER = "X-Tenant$Id"  # a `$` in a name: the operator writes it `$$` for the kubelet
 TENANT = "tenant-a"
@@ -68,16 +72,21 @@ class Pushing:
     agents: dict[str, str]  # node -> its agent's base URL
 
 
-def _secret_and_configmap(namespace: str) -> tuple[client.V1Secret, client.V1ConfigMap]:
-    values = {"authorization": TOKEN, "tenant": TENANT}
-    secret = client.V1Secret(
-        metadata=client.V1ObjectMeta(name=AUTH_SECRET, namespace=namespace),
-        data={k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+def _secret(namespace: str, name: str, values: dict[str, bytes]) -> client.V1Secret:
+    return client.V1Secret(
+        metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+        data={k: base64.b64encode(v).decode() for k, v in values.items()},
     )
+
+
+def _sources(namespace: str, tls: TlsMaterial) -> tuple[list[client.V1Secret], client.V1ConfigMap]:
+    auth = _secret(namespace, AUTH_SECRET, {"authorization": TOKEN.encode(), "tenant": TENANT.encode()})
+    files = {"ca.crt": tls.ca_cert, "tls.crt": tls.client_cert, "tls.key": tls.client_key}
+    certificates = _secret(namespace, TLS_SECRET, {k: path.read_bytes() for k, path in files.items()})
     configmap = client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name=SIM_CONFIGMAP, namespace=namespace), data={"backend": "sim:h100x8"}
     )
-    return secret, configmap
+    return [auth, certificates], configmap
 
 
 def _fleet_spec(endpoint: str) -> dict[str, Any]:
@@ -91,7 +100,13 @@ def _fleet_spec(endpoint: str) -> dict[str, Any]:
         "port": free_port(),
         "scrapeIntervalSeconds": 1,
         "env": [{"name": "ESNODE_GPU_BACKEND", "valueFrom": backend}],
-        "otlp": {"endpoint": endpoint, "intervalSeconds": 1, "timeoutSeconds": 5, "headers": headers},
+        "otlp": {
+            "endpoint": endpoint,
+            "intervalSeconds": 1,
+            "timeoutSeconds": 5,
+            "headers": headers,
+            "tlsSecret": {"name": TLS_SECRET, "clientCertificate": True},
+        },
     }
 
 
@@ -111,13 +126,15 @@ def pushing(installed: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     with ExitStack() as stack:
         stack.callback(core.delete_namespace, namespace)
-        secret, configmap = _secret_and_configmap(namespace)
-        core.create_namespaced_secret(namespace, secret)
+        tls = make_tls_material(workdir / "tls")
+        secrets, configmap = _sources(namespace, tls)
+        for secret in secrets:
+            core.create_namespaced_secret(namespace, secret)
         core.create_namespaced_config_map(namespace, configmap)
         prometheus = stack.enter_context(
             prometheus_otlp_process.otlp_prometheus(workdir, promote=("k8s.node.name",))
         )
-        proxy = stack.enter_context(recording_proxy(prometheus))
+        proxy = stack.enter_context(recording_proxy(prometheus, tls))
         processes = KwokPodProcesses(installed.api_client, installed.kubeconfig, workdir / "kwok-pods")
         processes.start()
         stack.callback(processes.stop)
@@ -175,6 +192,21 @@ def test_every_push_carries_the_headers_from_the_secret(pushing: Pushing) -> Non
     assert all(h.get("Authorization") == TOKEN and h.get(TENANT_HEADER) == TENANT for _, h in pushes), pushes[
         0
     ]
+
+
+def test_every_push_came_over_mutual_tls_with_the_secrets_client_certificate(pushing: Pushing) -> None:
+    assert pushing.proxy.url.startswith("https://")
+    names = list(pushing.proxy.client_names)
+    assert len(names) == len(pushing.proxy.requests) and set(names) == {CLIENT_NAME}
+    configmap = pushing.cluster.get("v1", "ConfigMap", f"esnode-{FLEET}-config")
+    assert configmap is not None
+    config = configmap["data"]["esnode.toml"]
+    for key, name in (
+        ("otlp_ca_file", "ca.crt"),
+        ("otlp_cert_file", "tls.crt"),
+        ("otlp_key_file", "tls.key"),
+    ):
+        assert f'{key} = "/etc/esnode/otlp/{name}"' in config
 
 
 def test_the_header_values_are_in_neither_the_fleets_children_nor_the_agents_status_or_logs(
