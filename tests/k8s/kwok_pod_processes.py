@@ -30,6 +30,7 @@ from typing import Any
 import child_process
 import grpc  # type: ignore[import-untyped]
 import yaml
+from kubelet_expansion import expand
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from loopback_endpointslices import LoopbackEndpointSlices
@@ -48,9 +49,8 @@ SELECTORS = (
     "app.kubernetes.io/component=uninstall",  # the chart's pre-delete hook pod
 )
 KUBELET_DIR = "/var/lib/kubelet"
-ESNODE_HOST_DIR = (
-    "/var/lib/esnode"  # the capper's state (children/daemonset.py): per node, never this machine's
-)
+# The capper's state (children/daemonset.py): per node, never this machine's.
+ESNODE_HOST_DIR = "/var/lib/esnode"
 GPU_RESOURCE = "nvidia.com/gpu"
 TOKEN_AUDIENCE = "https://kubernetes.default.svc.cluster.local"  # scripts/testenv's issuer
 POLL_SECONDS = 0.5
@@ -389,30 +389,6 @@ def _field(pod: Any, path: str) -> str:
         "spec.serviceAccountName": pod.spec.service_account_name,
     }
     return str(fields[path])
-
-
-def expand(value: str, defined: dict[str, str]) -> str:
-    """The kubelet's $(NAME) expansion (k8s.io/kubernetes third_party/forked/golang/expansion): a
-    defined NAME gives its value, an undefined one stays `$(NAME)`, `$$` is a literal `$`, and any
-    other `$` (an unclosed `$(` too) stays as it is."""
-    out, cursor = [], 0
-    while cursor < len(value):
-        char = value[cursor]
-        if char != "$" or cursor + 1 == len(value):
-            out.append(char)
-            cursor += 1
-        elif value[cursor + 1] == "$":
-            out.append("$")
-            cursor += 2
-        elif value[cursor + 1] == "(" and ")" in value[cursor + 2 :]:
-            end = value.index(")", cursor + 2)
-            name = value[cursor + 2 : end]
-            out.append(defined.get(name, f"$({name})"))
-            cursor = end + 1
-        else:
-            out.append(value[cursor : cursor + 2])
-            cursor += 2
-    return "".join(out)
 
 
 def _file_sources(volume: Any) -> list[tuple[str, str, Any]]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# $(NAME) reads a variable defined earlier in the list (else stays as written); $$ is a literal $.
-_REFERENCE = re.compile(r"\$\$|\$\(([^)]*)\)")
+from kubelet_expansion import expand
 
 
 def kubelet_writes(
@@ -37,7 +35,7 @@ def kubelet_env(
     resolved: dict[str, str] = {}
     for variable in env:
         if "value" in variable:
-            value = _REFERENCE.sub(lambda m: _expanded(m, resolved), variable["value"])
+            value = expand(variable["value"], resolved)
         elif "secretKeyRef" in variable["valueFrom"]:
             ref = variable["valueFrom"]["secretKeyRef"]
             value = secrets[ref["name"]][ref["key"]]
@@ -45,9 +43,3 @@ def kubelet_env(
             value = fields[variable["valueFrom"]["fieldRef"]["fieldPath"]]
         resolved[variable["name"]] = value
     return resolved
-
-
-def _expanded(match: re.Match[str], defined: Mapping[str, str]) -> str:
-    if match.group(0) == "$$":
-        return "$"
-    return defined.get(match.group(1), match.group(0))
