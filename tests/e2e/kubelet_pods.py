@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import grpc  # type: ignore[import-untyped]
 import httpx
 from agent_process import agent
+from fake_kubelet import serving_kubelet
 from prometheus_process import query, wait_for_result
 
-from esnode_agent.podresources import api_pb2, api_pb2_grpc
+from esnode_agent.podresources import api_pb2
 
 GPU_UUID = re.compile(r'esnode_gpu_info\{gpu="(\d+)",uuid="(GPU-[^"]+)"')
 NAMESPACE = "ml"
@@ -35,14 +33,6 @@ HOST_COLLECTORS_OFF = (
     "--no-enable-network",
     "--no-enable-power",
 )
-
-
-class Kubelet(api_pb2_grpc.PodResourcesListerServicer):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.pods: list[api_pb2.PodResources] = []
-
-    def List(self, request: Any, context: Any) -> api_pb2.ListPodResourcesResponse:  # noqa: N802
-        return api_pb2.ListPodResourcesResponse(pod_resources=self.pods)
 
 
 def holding(name: str, container: str, device_id: str) -> api_pb2.PodResources:
@@ -69,19 +59,6 @@ def host_tree(root: Path) -> None:
 
 
 @contextmanager
-def kubelet(socket_path: Path) -> Iterator[Kubelet]:
-    servicer = Kubelet()
-    server = grpc.server(ThreadPoolExecutor(max_workers=2))
-    api_pb2_grpc.add_PodResourcesListerServicer_to_server(servicer, server)
-    server.add_insecure_port(f"unix://{socket_path}")
-    server.start()
-    try:
-        yield servicer
-    finally:
-        server.stop(None)
-
-
-@contextmanager
 def agent_with_pods(workdir: Path, *flags: str, host: Path | None = None) -> Iterator[str]:
     """Yields the agent's URL once the kubelet names the GPUs' holders.
 
@@ -95,7 +72,7 @@ def agent_with_pods(workdir: Path, *flags: str, host: Path | None = None) -> Ite
         host_tree(host)
         host_flags = ("--path-procfs", str(host / "proc"), "--path-rootfs", str(host), *HOST_COLLECTORS_OFF)
     with (
-        kubelet(socket_path) as servicer,
+        serving_kubelet(socket_path) as servicer,
         agent(
             *pod_flags,
             "--pod-resources-refresh-seconds", "1",

@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-import grpc  # type: ignore[import-untyped]
 import pytest
+from fake_kubelet import Kubelet, serve, serving_kubelet
 
 from esnode_agent.collectors.gpu import GpuCollector
 from esnode_agent.cycle.samples import SampleIndex, SampleSink
@@ -18,7 +16,7 @@ from esnode_agent.gpu.nvml_backend import open_nvml
 from esnode_agent.gpu.sim_backend import FakeNvml
 from esnode_agent.gpu.sim_profile import load_profile
 from esnode_agent.gpu.visibility import DeviceList
-from esnode_agent.podresources import api_pb2, api_pb2_grpc
+from esnode_agent.podresources import api_pb2
 from esnode_agent.podresources.client import (
     PodRef,
     PodResourcesRefresher,
@@ -41,42 +39,15 @@ def pod(namespace: str, name: str, *containers: tuple[str, str, list[str]]) -> a
     )
 
 
-class Kubelet(api_pb2_grpc.PodResourcesListerServicer):  # type: ignore[misc]
-    """The kubelet's side of List: whatever pods the test put there."""
-
-    def __init__(self) -> None:
-        self.pods: list[api_pb2.PodResources] = []
-        self.calls = 0
-        self.fail = False
-
-    def List(  # noqa: N802 (the RPC's name)
-        self, request: api_pb2.ListPodResourcesRequest, context: Any
-    ) -> api_pb2.ListPodResourcesResponse:
-        self.calls += 1
-        if self.fail:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "kubelet restarting")
-        return api_pb2.ListPodResourcesResponse(pod_resources=self.pods)
-
-
 @pytest.fixture
 def socket_path(tmp_path: Path) -> Path:
     return tmp_path / "kubelet.sock"
 
 
-def serve(kubelet: Kubelet, path: Path) -> Any:
-    server = grpc.server(ThreadPoolExecutor(max_workers=2))
-    api_pb2_grpc.add_PodResourcesListerServicer_to_server(kubelet, server)
-    server.add_insecure_port(f"unix://{path}")
-    server.start()
-    return server
-
-
 @pytest.fixture
 def kubelet(socket_path: Path) -> Iterator[Kubelet]:
-    servicer = Kubelet()
-    server = serve(servicer, socket_path)
-    yield servicer
-    server.stop(grace=None)
+    with serving_kubelet(socket_path) as servicer:
+        yield servicer
 
 
 def test_holders_cover_gpus_mig_devices_shared_gpus_and_nothing_else() -> None:
