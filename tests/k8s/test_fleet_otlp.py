@@ -167,11 +167,9 @@ def test_every_nodes_agent_pushes_its_series_under_its_node(pushing: Pushing) ->
     per_node = prometheus_process.query(
         pushing.prometheus, f"count by (k8s_node_name, instance, job) ({POWER})"
     )
-    assert sorted(
-        (r["metric"]["k8s_node_name"], r["metric"]["instance"], r["value"][1]) for r in per_node
-    ) == [
-        (node, node, "8") for node in ALL_NODES
-    ]  # 8 simulated H100s each, the backend read through the configMapKeyRef
+    found = sorted((r["metric"]["k8s_node_name"], r["metric"]["instance"], r["value"][1]) for r in per_node)
+    # 8 simulated H100s each, the backend read through the configMapKeyRef
+    assert found == [(node, node, "8") for node in ALL_NODES]
     assert {r["metric"]["job"] for r in per_node} == {"esnode-agent"}
     info = prometheus_process.query(pushing.prometheus, "target_info")
     assert sorted(r["metric"]["k8s_node_name"] for r in info) == ALL_NODES
@@ -189,9 +187,8 @@ def test_every_push_carries_the_headers_from_the_secret(pushing: Pushing) -> Non
     pushes = list(pushing.proxy.requests)
     assert len(pushes) >= len(ALL_NODES)
     assert {path for path, _ in pushes} == {"/api/v1/otlp/v1/metrics"}
-    assert all(h.get("Authorization") == TOKEN and h.get(TENANT_HEADER) == TENANT for _, h in pushes), pushes[
-        0
-    ]
+    first = pushes[0]
+    assert all(h.get("Authorization") == TOKEN and h.get(TENANT_HEADER) == TENANT for _, h in pushes), first
 
 
 def test_every_push_came_over_mutual_tls_with_the_secrets_client_certificate(pushing: Pushing) -> None:
